@@ -1,0 +1,41 @@
+// Starting the embedded CPython (PEP 587 PyConfig) the way the `python` command would.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace iu {
+
+struct InterpreterConfig {
+  // Name python uses in its own messages ("<name>: can't open file ...", usage errors).
+  std::string program_name = "inferenceutils";
+  // Python's command line after the program name, parsed by python itself (parse_argv=1), so
+  // -c/-m/-i/-u/-W/-X/- and the script's own arguments mean exactly what they mean to python.
+  std::vector<std::string> argv;
+  // sys.executable. getpath reads pyvenv.cfg beside it, so a runtime's bin/python makes
+  // sys.prefix the runtime. Empty: the base interpreter the launcher was built against.
+  std::string executable;
+  // Modules imported after the interpreter is set up and before any user code.
+  std::vector<std::string> preload;
+  // REPL history file; empty leaves python's default (~/.python_history).
+  std::string history_file;
+  // Honour PYTHON* environment variables (PYTHONPATH, PYTHONSTARTUP, ...). Off by default: the
+  // launcher owns its interpreter's configuration.
+  bool inherit_python_env = false;
+};
+
+// Initializes the interpreter, imports the preload modules, runs what argv asks (script, -c, -m,
+// stdin or the REPL) and finalizes. Returns the exit status `python` would have returned (SIGINT
+// is re-raised like python does). A preload that fails to import is an error (kExitPreload) whose
+// message carries the exception; an interpreter that cannot start is an error too.
+absl::StatusOr<int> RunPython(const InterpreterConfig& config);
+
+// The base interpreter's facts, compiled in: e.g. "/usr/bin/python3.11" and "/usr".
+const char* BasePythonExecutable();
+const char* BasePythonPrefix();
+// "3.11.2", from the linked libpython (Py_GetVersion), without starting it.
+std::string EmbeddedPythonVersion();
+
+}  // namespace iu

@@ -1,0 +1,210 @@
+#include "cli.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "inferenceutils/errors.h"
+
+namespace iu {
+namespace {
+
+bool IsFile(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+std::string Basename(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// argv[0] as a path: itself when it has a slash, else looked up on PATH (as getpath does).
+std::string ResolveArgv0(const std::string& argv0) {
+  if (argv0.find('/') != std::string::npos) return argv0;
+  const char* path = std::getenv("PATH");
+  if (!path) return argv0;
+  for (absl::string_view dir : absl::StrSplit(path, ':', absl::SkipEmpty())) {
+    std::string candidate = absl::StrCat(dir, "/", argv0);
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return argv0;
+}
+
+constexpr const char* kCommands[] = {"run", "repl", "info", "runtime", "help"};
+
+bool IsCommand(const std::string& word) {
+  for (const char* command : kCommands) {
+    if (word == command) return true;
+  }
+  return false;
+}
+
+// Launcher options: name, whether it takes a value.
+struct OptionSpec {
+  const char* name;
+  bool takes_value;
+};
+constexpr OptionSpec kOptions[] = {
+    {"--home", true},       {"--spec", true},       {"--with", true},
+    {"--index-url", true},  {"--extra-index-url", true}, {"--find-links", true},
+    {"--backend", true},    {"--offline", false},   {"--quiet", false},
+    {"-q", false},          {"--verbose", false},   {"-v", false},
+    {"--python-env", false}, {"--system", false},
+};
+
+absl::Status ApplyOption(const std::string& name, const std::string& value, LauncherOptions& o) {
+  if (name == "--home") o.home = value;
+  else if (name == "--spec") o.spec_file = value;
+  else if (name == "--with") o.with.push_back(value);
+  else if (name == "--index-url") o.index_url = value;
+  else if (name == "--extra-index-url") o.extra_index_urls.push_back(value);
+  else if (name == "--find-links") o.find_links.push_back(value);
+  else if (name == "--backend") o.backend = value;
+  else if (name == "--offline") o.offline = true;
+  else if (name == "--quiet" || name == "-q") o.quiet = true;
+  else if (name == "--verbose" || name == "-v") o.verbose = true;
+  else if (name == "--python-env") o.inherit_python_env = true;
+  else if (name == "--system") o.system = true;
+  if ((name == "--home" || name == "--spec" || name == "--backend" || name == "--index-url" ||
+       name == "--with" || name == "--extra-index-url" || name == "--find-links") &&
+      value.empty()) {
+    return UsageError(absl::StrCat("option ", name, " needs a non-empty value"));
+  }
+  return absl::OkStatus();
+}
+
+// Python options that take a value as the next argument (Modules/main.c, Python/getopt.c).
+bool PythonOptionTakesValue(char letter) { return letter == 'W' || letter == 'X'; }
+
+}  // namespace
+
+std::optional<std::string> ScriptOf(const std::vector<std::string>& args) {
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") return i + 1 < args.size() ? std::optional(args[i + 1]) : std::nullopt;
+    if (arg == "-" || arg.empty()) return std::nullopt;
+    if (arg[0] != '-') return arg;
+    if (absl::StartsWith(arg, "--")) continue;  // --version, --help, --check-hash-based-pycs...
+    // A cluster of short options, e.g. -iu, -Werror, -X dev, -c CODE, -m MOD.
+    for (size_t j = 1; j < arg.size(); ++j) {
+      char letter = arg[j];
+      if (letter == 'c' || letter == 'm') return std::nullopt;
+      if (PythonOptionTakesValue(letter)) {
+        if (j + 1 == arg.size()) ++i;  // the value is the next argument
+        break;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv) {
+  Invocation inv;
+  std::string argv0 = argc > 0 ? argv[0] : "inferenceutils";
+  if (absl::StartsWith(Basename(argv0), "python")) {
+    inv.command = Command::kPython;
+    inv.python_path = ResolveArgv0(argv0);
+    inv.args.assign(argv + 1, argv + argc);
+    return inv;
+  }
+
+  int i = 1;
+  for (; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      inv.command = Command::kHelp;
+      return inv;
+    }
+    if (arg == "--version" || arg == "-V") {
+      inv.command = Command::kVersion;
+      return inv;
+    }
+    if (arg == "--") {
+      ++i;
+      break;
+    }
+    if (arg.empty() || arg[0] != '-' || arg == "-") break;
+    std::string name = arg, value;
+    bool inline_value = false;
+    if (auto eq = arg.find('='); absl::StartsWith(arg, "--") && eq != std::string::npos) {
+      name = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      inline_value = true;
+    }
+    const OptionSpec* spec = nullptr;
+    for (const auto& candidate : kOptions) {
+      if (name == candidate.name) spec = &candidate;
+    }
+    if (!spec) {
+      return UsageError(absl::StrCat("unknown option '", name,
+                                     "' (see `inferenceutils --help`; python's own options go "
+                                     "after `run`, e.g. `inferenceutils run ", name, " ...`)"));
+    }
+    if (spec->takes_value && !inline_value) {
+      if (i + 1 >= argc) return UsageError(absl::StrCat("option ", name, " needs a value"));
+      value = argv[++i];
+    } else if (!spec->takes_value && inline_value) {
+      return UsageError(absl::StrCat("option ", name, " takes no value"));
+    }
+    if (auto status = ApplyOption(name, value, inv.options); !status.ok()) return status;
+  }
+
+  if (i >= argc) {
+    return UsageError("no command or script given (see `inferenceutils --help`)");
+  }
+  std::string first = argv[i];
+  std::vector<std::string> rest(argv + i + 1, argv + argc);
+
+  // A path to an existing file is a script even when it is named like a command.
+  if (!IsFile(first) && IsCommand(first)) {
+    if (first == "help") {
+      inv.command = Command::kHelp;
+      inv.args = rest;
+      if (!rest.empty() && HelpText(rest[0]).empty()) {
+        return UsageError(absl::StrCat("no help for '", rest[0], "': not a command"));
+      }
+      return inv;
+    }
+    if (!rest.empty() && (rest[0] == "--help" || rest[0] == "-h")) {
+      inv.command = Command::kHelp;
+      inv.args = {first};
+      return inv;
+    }
+    if (first == "run") {
+      if (rest.empty()) {
+        return UsageError("run needs SCRIPT, -m MODULE, -c CODE or - (see `inferenceutils help run`)");
+      }
+      inv.command = Command::kRun;
+      inv.args = std::move(rest);
+      return inv;
+    }
+    if (first == "repl") {
+      if (!rest.empty()) return UsageError(absl::StrCat("repl takes no arguments, got '", rest[0], "'"));
+      inv.command = Command::kRepl;
+      return inv;
+    }
+    inv.command = first == "info" ? Command::kInfo : Command::kRuntime;
+    inv.args = std::move(rest);
+    return inv;
+  }
+
+  bool looks_like_path = first.find('/') != std::string::npos || absl::EndsWith(first, ".py") ||
+                         absl::EndsWith(first, ".pyz") || IsFile(first);
+  if (!looks_like_path) {
+    return UsageError(absl::StrCat("unknown command '", first,
+                                   "' (commands: run, repl, info, runtime, help; a script path "
+                                   "needs a '/' or a .py suffix when the file does not exist)"));
+  }
+  inv.command = Command::kRun;
+  inv.args.push_back(first);
+  inv.args.insert(inv.args.end(), rest.begin(), rest.end());
+  return inv;
+}
+
+}  // namespace iu

@@ -1,0 +1,60 @@
+// The command line: argv → Invocation (what to run, launcher options). Pure; no I/O beyond
+// stat() of a first argument that may be a script.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace iu {
+
+// Options that come before the command or script. Each also has an INFERENCEUTILS_* variable
+// (README "Environment variables"); the command line wins.
+struct LauncherOptions {
+  std::string home;                       // --home DIR
+  std::string spec_file;                  // --spec FILE
+  std::vector<std::string> with;          // --with REQ (repeatable)
+  std::string index_url;                  // --index-url URL
+  std::vector<std::string> extra_index_urls;  // --extra-index-url URL (repeatable)
+  std::vector<std::string> find_links;    // --find-links PATH|URL (repeatable)
+  bool offline = false;                   // --offline
+  std::string backend;                    // --backend NAME
+  bool quiet = false;                     // --quiet, -q
+  bool verbose = false;                   // --verbose, -v
+  bool inherit_python_env = false;        // --python-env
+  bool system = false;                    // --system: the base interpreter, no runtime
+};
+
+enum class Command {
+  kRun,      // run SCRIPT|-m|-c|- [ARGS]; also a bare SCRIPT
+  kRepl,     // interactive prompt
+  kInfo,     // info [--json]
+  kRuntime,  // runtime SUBCOMMAND ...
+  kHelp,     // --help, help [COMMAND]
+  kVersion,  // --version
+  kPython,   // started as <runtime>/bin/python: behave exactly like python
+};
+
+struct Invocation {
+  Command command = Command::kHelp;
+  LauncherOptions options;
+  // kRun/kPython: python's own command line (options, script or -c/-m/-, the program's args).
+  // Other commands: their arguments. kHelp: the topic, if any.
+  std::vector<std::string> args;
+  // kPython: the path the launcher was started as (argv[0], resolved on PATH when bare).
+  std::string python_path;
+};
+
+// Parses argv. Usage errors carry kExitUsage.
+absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv);
+
+// For a python command line (Invocation::args of kRun), the script file it runs, if any: not for
+// -c, -m, - or the REPL. Used to read the script's PEP 723 metadata.
+std::optional<std::string> ScriptOf(const std::vector<std::string>& python_args);
+
+// Help texts (`--help`, `help COMMAND`); empty for an unknown topic.
+std::string HelpText(const std::string& topic);
+
+}  // namespace iu

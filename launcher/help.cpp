@@ -1,0 +1,88 @@
+// Help texts: `inferenceutils --help` and `inferenceutils help COMMAND`. Keep in step with README.
+#include "cli.h"
+
+namespace iu {
+
+namespace {
+
+constexpr char kMain[] = R"(usage: inferenceutils [OPTIONS] COMMAND [ARGS...]
+       inferenceutils [OPTIONS] SCRIPT [ARGS...]
+
+Runs Python code in an isolated runtime that matches this machine (CPU features, GPUs, drivers),
+with the inference library imported before any user code.
+
+Commands:
+  run SCRIPT [ARGS...]      run a file; sys.argv == [SCRIPT, *ARGS]
+  run -m MODULE [ARGS...]   like python -m
+  run -c CODE [ARGS...]     like python -c
+  run - [ARGS...]           read the program from stdin
+  run -i SCRIPT             run, then the interactive prompt (any python option works after run)
+  repl                      interactive prompt with line editing and history
+  info [--json]             hardware, backend decision with reasons, build flags, store
+  runtime SUBCOMMAND        list | info KEY | path | rebuild | remove KEY | prune
+  help [COMMAND]            this text, or a command's
+
+A first argument that is an existing file is a script, even if it is named like a command
+(`inferenceutils ./repl`). Everything after SCRIPT, -m MODULE or -c CODE belongs to the program.
+
+Options (before the command or script; each also an INFERENCEUTILS_* variable, see README):
+  --home DIR                the store (default $XDG_CACHE_HOME/inferenceutils)
+  --spec FILE               runtime spec (TOML) replacing the default
+  --with REQ                add a requirement (repeatable)
+  --index-url URL           package index (default PyPI)
+  --extra-index-url URL     another package index (repeatable)
+  --find-links PATH|URL     a directory or page of distributions (repeatable)
+  --offline                 no network at all
+  --backend NAME            force cuda, rocm, metal, vulkan or cpu
+  --system                  run in the base interpreter, without a runtime
+  --python-env              honour PYTHON* environment variables (off: the launcher owns them)
+  -q, --quiet               no progress output
+  -v, --verbose             explain decisions
+  -V, --version             print the launcher and embedded Python versions
+  -h, --help                this text
+)";
+
+constexpr char kRun[] = R"(usage: inferenceutils [OPTIONS] run [PYTHON-OPTIONS] SCRIPT|-m MODULE|-c CODE|- [ARGS...]
+
+Runs the program the way `python` would: python's own options (-i, -u, -W, -X, -O, -B, ...) may
+come first; sys.argv, sys.path[0], exit codes, tracebacks and Ctrl-C behave as in python.
+`inferenceutils SCRIPT ARGS` is the same as `inferenceutils run SCRIPT ARGS`, which is what a
+`#!/usr/bin/env inferenceutils` line produces.
+)";
+
+constexpr char kRepl[] = R"(usage: inferenceutils [OPTIONS] repl
+
+The interactive prompt inside the runtime, with line editing and a history file in
+$XDG_STATE_HOME/inferenceutils/history (default ~/.local/state/inferenceutils/history).
+Ctrl-D exits with status 0.
+)";
+
+constexpr char kInfo[] = R"(usage: inferenceutils [OPTIONS] info [--json]
+
+Shows the detected hardware, the backend decision with its reasons, the build flags, the profile
+key and the store location. --json prints the same as JSON (schema in the README).
+)";
+
+constexpr char kRuntime[] = R"(usage: inferenceutils [OPTIONS] runtime SUBCOMMAND
+
+  list                          runtimes in the store: key, backend, size, last used, matches?
+  info KEY                      a runtime's manifest
+  path                          the path of the runtime this machine and spec select
+  rebuild                       build the selected runtime again
+  remove KEY                    delete a runtime (running launchers keep working)
+  prune [--unused-for DAYS] [--not-matching]
+)";
+
+}  // namespace
+
+std::string HelpText(const std::string& topic) {
+  if (topic.empty()) return kMain;
+  if (topic == "run") return kRun;
+  if (topic == "repl") return kRepl;
+  if (topic == "info") return kInfo;
+  if (topic == "runtime") return kRuntime;
+  if (topic == "help") return "usage: inferenceutils help [COMMAND]\n";
+  return {};
+}
+
+}  // namespace iu

@@ -1,0 +1,133 @@
+#include "inferenceutils/paths.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "inferenceutils/errors.h"
+
+namespace iu {
+namespace {
+
+std::string Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? std::string(value) : std::string();
+}
+
+std::string HomeDir() {
+  std::string home = Env("HOME");
+  return home.empty() ? std::string("/tmp") : home;
+}
+
+std::string Dirname(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+std::string SelfExecutable() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return {};
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::string AssetsDir() {
+  return absl::StrCat(Dirname(Dirname(SelfExecutable())), "/share/inferenceutils");
+}
+
+std::string StateDir() {
+  std::string xdg = Env("XDG_STATE_HOME");
+  if (!xdg.empty() && xdg[0] == '/') return xdg + "/inferenceutils";
+  return HomeDir() + "/.local/state/inferenceutils";
+}
+
+std::string StoreRoot(const std::string& explicit_home) {
+  if (!explicit_home.empty()) return explicit_home;
+  std::string home = Env("INFERENCEUTILS_HOME");
+  if (!home.empty()) return home;
+  std::string xdg = Env("XDG_CACHE_HOME");
+  if (!xdg.empty() && xdg[0] == '/') return xdg + "/inferenceutils";
+  return HomeDir() + "/.cache/inferenceutils";
+}
+
+absl::Status MakeDirs(const std::string& dir, const std::string& hint) {
+  if (dir.empty()) return absl::InvalidArgumentError("empty directory name");
+  std::string partial;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = dir.find('/', pos + 1);
+    partial = dir.substr(0, pos);
+    if (partial.empty()) continue;
+    if (mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST) {
+      return StoreError(absl::StrCat("cannot create ", dir, " (", partial, ": ",
+                                     std::strerror(errno), ")", hint.empty() ? "" : "; ", hint));
+    }
+  }
+  if (!IsDirectory(dir)) {
+    return StoreError(absl::StrCat("cannot create ", dir, ": a file is in the way",
+                                   hint.empty() ? "" : "; ", hint));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
+  }
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+absl::Status WriteFileAtomic(const std::string& path, const std::string& content) {
+  std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = write(fd, content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      int err = errno;
+      close(fd);
+      unlink(tmp.c_str());
+      return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(err)));
+    }
+    done += static_cast<size_t>(n);
+  }
+  fsync(fd);
+  close(fd);
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    unlink(tmp.c_str());
+    return StoreError(absl::StrCat("cannot rename ", tmp, " to ", path, ": ", std::strerror(err)));
+  }
+  return absl::OkStatus();
+}
+
+bool PathExists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+bool IsDirectory(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+bool IsRegularFile(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+}  // namespace iu

@@ -1,0 +1,46 @@
+"""Shared pieces of the end-to-end tests: they run the real `inferenceutils` binary as a user would.
+
+Every test gets its own store, HOME and XDG directories under pytest's tmp_path, so nothing of the
+developer's machine leaks in or out. The binary comes from $INFERENCEUTILS_BIN (set by ctest).
+"""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("INFERENCEUTILS_BIN") or REPO / "build" / "bin" / "inferenceutils")
+BUILD_DIR = Path(os.environ.get("IU_TEST_BUILD_DIR") or REPO / "build" / "tests")
+BASE_PYTHON = "/usr/bin/python3.11"  # the interpreter the launcher embeds
+
+
+def clean_env(tmp_path: Path, **extra) -> dict:
+    """An environment like a user's shell, with a private HOME/store and no PYTHON*/INFERENCEUTILS_* leaks."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PYTHON", "INFERENCEUTILS_", "XDG_", "CUDA_", "ROCR_", "HIP_"))}
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    env.update(HOME=str(home), INFERENCEUTILS_HOME=str(tmp_path / "store"), LANG="C.UTF-8")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def run(args, env, input=None, cwd=None, timeout=120, check_rc=None):
+    proc = subprocess.run([str(BIN), *map(str, args)], env=env, input=input, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+    if check_rc is not None:
+        assert proc.returncode == check_rc, (proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def run_python(args, env, input=None, cwd=None, timeout=120):
+    """The reference: Debian's python3.11 itself, isolated the way the launcher isolates (-E -s)."""
+    return subprocess.run([BASE_PYTHON, "-E", "-s", *map(str, args)], env=env, input=input, cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def env(tmp_path):
+    return clean_env(tmp_path)
