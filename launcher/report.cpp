@@ -1,17 +1,23 @@
 #include <cstdio>
 #include <string>
 
+#include "absl/strings/str_split.h"
 #include "commands.h"
 #include "inferenceutils/errors.h"
 
 namespace iu {
 
 int ReportError(const absl::Status& status) {
-  std::string message(status.message());
-  for (char& c : message) {
-    if (c == '\n') c = ' ';  // one line, always
+  // The first line is the error; further lines (a build's flags and log tail) are indented detail.
+  bool first = true;
+  for (absl::string_view line : absl::StrSplit(status.message(), '\n')) {
+    if (first) {
+      std::fprintf(stderr, "inferenceutils: error: %.*s\n", static_cast<int>(line.size()), line.data());
+      first = false;
+    } else {
+      std::fprintf(stderr, "  | %.*s\n", static_cast<int>(line.size()), line.data());
+    }
   }
-  std::fprintf(stderr, "inferenceutils: error: %s\n", message.c_str());
   return ExitCodeOf(status);
 }
 

@@ -7,6 +7,7 @@
 
 #include "inferenceutils/python.h"
 
+#include <dlfcn.h>
 #include <unistd.h>
 
 #include "absl/strings/str_cat.h"
@@ -91,7 +92,52 @@ void InstallInteractiveHook(const std::string& history_file) {
   Py_DECREF(globals);
 }
 
+// The built-in module `_inferenceutils`, registered before the interpreter starts. The runtime's
+// 00-inferenceutils-preload.pth calls preload() while site processes .pth files: after the
+// runtime's site-packages are on sys.path, before sitecustomize/usercustomize and any user code.
+// A failure is recorded here, not raised, so site does not print it; RunPython reports it.
+struct PreloadState {
+  std::vector<std::string> modules;
+  bool done = false;
+  std::string failed_module;
+  std::string error;
+};
+PreloadState g_preload;
+
+PyObject* Preload(PyObject*, PyObject*) {
+  if (!g_preload.done) {
+    g_preload.done = true;
+    for (const auto& module : g_preload.modules) {
+      PyObject* imported = PyImport_ImportModule(module.c_str());
+      if (!imported) {
+        g_preload.failed_module = module;
+        g_preload.error = TakeExceptionLine();
+        break;
+      }
+      Py_DECREF(imported);
+    }
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef kModuleMethods[] = {
+    {"preload", Preload, METH_NOARGS, "Import the runtime's preload modules (once)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_inferenceutils",
+                       "Internal hooks of the inferenceutils launcher.", -1, kModuleMethods,
+                       nullptr, nullptr, nullptr, nullptr};
+
+PyObject* InitModule() { return PyModule_Create(&kModule); }
+
 }  // namespace
+
+std::string EmbeddedPythonAbi() {
+  std::string version = EmbeddedPythonVersion();
+  std::string major = version.substr(0, version.find('.'));
+  std::string rest = version.substr(version.find('.') + 1);
+  return absl::StrCat("cp", major, rest.substr(0, rest.find('.')));
+}
 
 const char* BasePythonExecutable() { return IU_PYTHON_EXECUTABLE; }
 const char* BasePythonPrefix() { return IU_PYTHON_BASE_PREFIX; }
@@ -102,6 +148,23 @@ std::string EmbeddedPythonVersion() {
 }
 
 absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
+  // Libraries the runtime names are loaded first, by absolute path and globally, so the preload
+  // and everything imported later resolve these copies.
+  for (const auto& library : spec.libraries) {
+    if (!dlopen(library.c_str(), RTLD_NOW | RTLD_GLOBAL)) {
+      const char* error = dlerror();
+      return WithExit(absl::FailedPreconditionError(absl::StrCat(
+                          "cannot load library ", library, ": ", error ? error : "unknown error",
+                          "; rebuild the runtime with `inferenceutils runtime rebuild`")),
+                      kExitPreload);
+    }
+  }
+  g_preload = PreloadState();
+  g_preload.modules = spec.preload;
+  if (PyImport_AppendInittab("_inferenceutils", InitModule) != 0) {
+    return absl::InternalError("cannot register the _inferenceutils module");
+  }
+
   PyConfig config;
   PyConfig_InitPythonConfig(&config);
   struct ConfigGuard {
@@ -140,17 +203,15 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
     return FromPyStatus(status, "initialization");
   }
 
-  for (const auto& module : spec.preload) {
-    PyObject* imported = PyImport_ImportModule(module.c_str());
-    if (!imported) {
-      std::string error = TakeExceptionLine();
-      Py_FinalizeEx();
-      return WithExit(absl::FailedPreconditionError(absl::StrCat(
-                          "preloading '", module, "' failed: ", error,
-                          "; rebuild the runtime with `inferenceutils runtime rebuild`")),
-                      kExitPreload);
-    }
-    Py_DECREF(imported);
+  // A runtime without the .pth hook (or site disabled with -S) still gets its preload here,
+  // before any user code.
+  Py_XDECREF(Preload(nullptr, nullptr));
+  if (!g_preload.error.empty()) {
+    Py_FinalizeEx();
+    return WithExit(absl::FailedPreconditionError(absl::StrCat(
+                        "preloading '", g_preload.failed_module, "' failed: ", g_preload.error,
+                        "; rebuild the runtime with `inferenceutils runtime rebuild`")),
+                    kExitPreload);
   }
   if (!spec.history_file.empty() && isatty(STDIN_FILENO)) InstallInteractiveHook(spec.history_file);
 

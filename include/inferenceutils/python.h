@@ -17,6 +17,8 @@ struct InterpreterConfig {
   // sys.executable. getpath reads pyvenv.cfg beside it, so a runtime's bin/python makes
   // sys.prefix the runtime. Empty: the base interpreter the launcher was built against.
   std::string executable;
+  // Shared libraries loaded (RTLD_GLOBAL, by absolute path) before the interpreter starts.
+  std::vector<std::string> libraries;
   // Modules imported after the interpreter is set up and before any user code.
   std::vector<std::string> preload;
   // REPL history file; empty leaves python's default (~/.python_history).
@@ -37,5 +39,7 @@ const char* BasePythonExecutable();
 const char* BasePythonPrefix();
 // "3.11.2", from the linked libpython (Py_GetVersion), without starting it.
 std::string EmbeddedPythonVersion();
+// "cp311".
+std::string EmbeddedPythonAbi();
 
 }  // namespace iu

@@ -1,0 +1,57 @@
+// Provisioning: make the runtime a key names exist in the store, exactly once, atomically.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "inferenceutils/progress.h"
+#include "inferenceutils/store.h"
+#include "nlohmann/json.hpp"
+
+namespace iu {
+
+// Everything a build needs, already decided (spec + backend decision + key).
+struct BuildRequest {
+  std::string key;
+  nlohmann::json key_inputs;
+  std::vector<std::string> requirements;      // as given (PEP 508)
+  std::vector<std::string> preload;
+  std::vector<std::string> libraries;
+  std::string backend_package;                // gets the backend's build env / wheel index
+  std::string index_url;                      // "" = pip's default (PyPI)
+  std::vector<std::string> extra_index_urls;
+  std::vector<std::string> find_links;
+  bool offline = false;                       // pip --no-index: only find_links
+  std::map<std::string, std::string> build_env;  // CMAKE_ARGS etc. for pip and its builds
+  std::vector<std::string> wheel_indexes;     // prebuilt indexes for backend_package, best first
+  std::string backend;
+  std::string profile_key;
+  nlohmann::json decision;
+  std::string launcher;                       // the launcher binary bin/python points at
+};
+
+struct ProvisionOptions {
+  bool rebuild = false;                          // build again even if present
+  bool allow_build = true;                       // false: error instead of building
+  absl::Duration lock_timeout = absl::Minutes(60);
+};
+
+// Builds the runtime in the fresh data directory `data_dir`: venv, pip, verification, manifest.
+// Does not publish. Errors (kExitProvision) carry the failing step, the log's last lines, the
+// log's path and the flags used.
+absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& request,
+                                      const std::string& data_dir, Progress& progress);
+
+// The runtime for request.key: the published one, else built under the key's lock (waiting for
+// another launcher's build if one is under way), verified and published.
+absl::StatusOr<Manifest> EnsureRuntime(const Store& store, const BuildRequest& request,
+                                       const ProvisionOptions& options, Progress& progress);
+
+// Points <prefix>/bin/python (and python3) at `launcher` if it points elsewhere (a moved
+// install). One readlink on the warm path.
+void EnsurePythonLink(const std::string& prefix, const std::string& launcher);
+
+}  // namespace iu
