@@ -1,10 +1,162 @@
+// info [--json] [--refresh]: the detected hardware, the backend decision with its reasons, the
+// build flags, the profile key and the store.
+#include <dirent.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "commands.h"
+#include "inferenceutils/backend.h"
 #include "inferenceutils/errors.h"
+#include "inferenceutils/hardware.h"
+#include "inferenceutils/paths.h"
 
 namespace iu {
+namespace {
 
-absl::StatusOr<int> CmdInfo(const Invocation&) {
-  return WithExit(absl::UnimplementedError("info is not implemented yet"), kExitInternal);
+constexpr int kInfoSchemaVersion = 1;
+
+std::string Gib(uint64_t bytes) { return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1ull << 30)); }
+
+std::vector<std::string> RuntimeDirs(const std::string& store) {
+  std::vector<std::string> names;
+  if (DIR* d = opendir((store + "/runtimes").c_str())) {
+    while (dirent* e = readdir(d)) {
+      if (e->d_name[0] == '.') continue;
+      if (IsDirectory(store + "/runtimes/" + e->d_name)) names.emplace_back(e->d_name);
+    }
+    closedir(d);
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void Line(std::string& out, const std::string& label, const std::string& value) {
+  absl::StrAppendFormat(&out, "  %-11s %s\n", label, value);
+}
+
+void Notes(std::string& out, const std::vector<std::string>& notes) {
+  for (const std::string& note : notes) Line(out, "", absl::StrCat("note: ", note));
+}
+
+std::string Human(const Facts& f, const Decision& d, const std::string& store) {
+  std::string out = "Hardware\n";
+  const CpuFacts& c = f.cpu;
+  Line(out, "CPU", absl::StrCat(c.model_name.empty() ? "(unknown model)" : c.model_name,
+                                c.vendor.empty() ? "" : absl::StrCat(" (", c.vendor, ")"), ", ", c.arch));
+  Line(out, "cores", absl::StrCat(c.logical_cores, " logical, ", c.physical_cores, " physical, ", c.usable_cores,
+                                  " usable",
+                                  c.cgroup_cpu_quota > 0 ? absl::StrFormat(" (cgroup %s quota %.2f CPUs)",
+                                                                           c.cgroup_version, c.cgroup_cpu_quota)
+                                                         : std::string()));
+  Line(out, "ISA", absl::StrCat(c.isa_level, c.feature_source.empty() ? "" : absl::StrCat(" (from ", c.feature_source, ")")));
+  Line(out, "features", c.features.empty() ? "(none detected)" : absl::StrJoin(c.features, " "));
+  Line(out, "memory", absl::StrCat(Gib(f.memory.total_bytes), " total, ", Gib(f.memory.available_bytes), " available",
+                                   f.memory.cgroup_limit_bytes ? absl::StrCat(", cgroup limit ", Gib(f.memory.cgroup_limit_bytes)) : ""));
+  Line(out, "OS", absl::StrCat(f.os.distro.empty() ? f.os.system : f.os.distro, ", kernel ", f.os.kernel, ", ",
+                               f.os.libc, " ", f.os.libc_version));
+  Line(out, "Python", absl::StrCat(f.python.version, " (", f.python.abi_tag, ", ", f.python.platform_tag, ")"));
+  const NvidiaFacts& nv = f.nvidia;
+  if (!nv.api.empty()) {
+    Line(out, "NVIDIA", absl::StrCat("driver ", nv.driver_version.empty() ? "?" : nv.driver_version, ", CUDA ",
+                                     nv.cuda_version, " (via ", nv.api, ": ", nv.library, ")",
+                                     nv.visible_devices_set ? absl::StrCat(", CUDA_VISIBLE_DEVICES=", nv.visible_devices) : ""));
+    for (const GpuDevice& g : nv.devices) {
+      Line(out, "", absl::StrCat(g.index, ": ", g.name, " (sm_", absl::StrJoin(absl::StrSplit(g.arch, '.'), ""), "), ",
+                                 Gib(g.memory_bytes), g.uuid.empty() ? "" : absl::StrCat(", ", g.uuid)));
+    }
+  } else {
+    Line(out, "NVIDIA", nv.driver_present ? absl::StrCat("driver ", nv.driver_version, " (API unusable)") : "no driver");
+  }
+  Line(out, "", nv.nvcc_path.empty() ? "nvcc: not found"
+                                     : absl::StrCat("nvcc ", nv.nvcc_version.empty() ? "?" : nv.nvcc_version, " at ", nv.nvcc_path));
+  Notes(out, nv.notes);
+  const RocmFacts& r = f.rocm;
+  if (!r.devices.empty()) {
+    Line(out, "AMD ROCm", absl::StrCat(r.devices.size(), " GPU(s)"));
+    for (const GpuDevice& g : r.devices) {
+      Line(out, "", absl::StrCat(g.index, ": ", g.name, " (", g.arch, "), ", Gib(g.memory_bytes)));
+    }
+  } else {
+    Line(out, "AMD ROCm", r.kfd_present ? "kfd present, no GPU visible" : "no GPU");
+  }
+  if (!r.hip_path.empty()) Line(out, "", absl::StrCat("ROCm ", r.hip_version, " at ", r.hip_path, r.hipcc ? " (hipcc)" : " (no hipcc)"));
+  if (r.kfd_present) Notes(out, r.notes);
+  const AppleFacts& a = f.apple;
+  if (a.macos) {
+    Line(out, "Apple", absl::StrCat(a.chip, a.apple_silicon ? ", Apple Silicon" : ", Intel", a.rosetta ? ", under Rosetta 2" : "",
+                                    a.metal ? ", Metal" : ""));
+    Notes(out, a.notes);
+  }
+  Line(out, "Vulkan", f.vulkan.loader.empty() ? "no loader"
+                                               : absl::StrCat(f.vulkan.loader, ", ICDs: ",
+                                                              f.vulkan.icds.empty() ? "none" : absl::StrJoin(f.vulkan.icds, " ")));
+  Line(out, "compilers", absl::StrCat("cc: ", f.tools.c_compiler.empty() ? "none" : f.tools.c_compiler,
+                                      ", glslc: ", f.tools.glslc.empty() ? "none" : f.tools.glslc));
+  Notes(out, f.notes);
+
+  out += "\nDecision\n";
+  Line(out, "backend", absl::StrCat(d.backend, d.forced ? " (forced)" : ""));
+  for (size_t i = 0; i < d.reasons.size(); ++i) Line(out, i == 0 ? "why" : "", d.reasons[i]);
+  for (const auto& [name, value] : d.build_env) Line(out, name, value);
+  if (d.wheel_indexes.empty()) Line(out, "wheels", "(no prebuilt index fits: source build)");
+  for (size_t i = 0; i < d.wheel_indexes.size(); ++i) Line(out, i == 0 ? "wheels" : "", d.wheel_indexes[i]);
+  Line(out, "source", d.source_build_possible ? "a local build is possible" : "no local build possible");
+  Line(out, "profile", d.profile_key);
+
+  out += "\nStore\n";
+  Line(out, "location", store);
+  Line(out, "facts", f.source == "cache" ? absl::StrCat("cached in ", store, "/facts.json")
+                                         : absl::StrFormat("detected in %.2f ms", f.detect_ms));
+  std::vector<std::string> runtimes = RuntimeDirs(store);
+  Line(out, "runtimes", runtimes.empty() ? "(none)" : absl::StrJoin(runtimes, " "));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<int> CmdInfo(const Invocation& invocation) {
+  bool json = false, refresh = false;
+  for (const std::string& arg : invocation.args) {
+    if (arg == "--json") json = true;
+    else if (arg == "--refresh") refresh = true;
+    else return UsageError(absl::StrCat("info: unknown argument '", arg, "' (usage: inferenceutils info [--json] [--refresh])"));
+  }
+  std::string backend = invocation.options.backend;
+  if (backend.empty()) {
+    const char* env = std::getenv("INFERENCEUTILS_BACKEND");
+    if (env) backend = env;
+  }
+  if (backend == "auto") backend.clear();
+  std::string store = StoreRoot(invocation.options.home);
+  DetectOptions options = DetectOptionsFromEnv();
+  Facts facts = refresh ? RefreshFacts(store, options) : LoadOrDetectFacts(store, options);
+  absl::StatusOr<Decision> decision = Decide(facts, backend, AssetsDir() + "/backends.toml");
+  if (!decision.ok()) return decision.status();
+
+  if (json) {
+    nlohmann::json runtimes = nlohmann::json::array();
+    for (const std::string& name : RuntimeDirs(store)) {
+      runtimes.push_back({{"name", name}, {"path", store + "/runtimes/" + name}});
+    }
+    nlohmann::json doc = {
+        {"schema_version", kInfoSchemaVersion},
+        {"launcher_version", IU_VERSION},
+        {"facts", facts.ToJson()},
+        {"decision", decision->ToJson()},
+        {"store", {{"root", store}, {"facts_cache", store + "/facts.json"}, {"runtimes", runtimes}}},
+    };
+    std::fputs((doc.dump(2) + "\n").c_str(), stdout);
+  } else {
+    std::fputs(Human(facts, *decision, store).c_str(), stdout);
+  }
+  return 0;
 }
 
 }  // namespace iu

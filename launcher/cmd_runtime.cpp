@@ -1,10 +1,187 @@
+// runtime list | info KEY | path | rebuild | remove KEY | prune [--unused-for DAYS] [--not-matching]
+#include <ctime>
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "commands.h"
 #include "inferenceutils/errors.h"
+#include "inferenceutils/paths.h"
+#include "selection.h"
+#include "terminal_progress.h"
 
 namespace iu {
+namespace {
 
-absl::StatusOr<int> CmdRuntime(const Invocation&) {
-  return WithExit(absl::UnimplementedError("runtime is not implemented yet"), kExitInternal);
+std::string HumanSize(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 4) {
+    value /= 1024;
+    ++unit;
+  }
+  return absl::StrFormat(unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
+}
+
+std::string Ago(int64_t when) {
+  if (when <= 0) return "never";
+  int64_t seconds = std::time(nullptr) - when;
+  if (seconds < 120) return "just now";
+  if (seconds < 7200) return absl::StrCat(seconds / 60, " min ago");
+  if (seconds < 172800) return absl::StrCat(seconds / 3600, " h ago");
+  return absl::StrCat(seconds / 86400, " days ago");
+}
+
+// The profile key this machine has now (automatic decision), for "matches this machine?".
+std::string CurrentProfile(const Invocation& invocation) {
+  Facts facts = LoadOrDetectFacts(StoreRoot(invocation.options.home), DetectOptionsFromEnv());
+  absl::StatusOr<Decision> decision = Decide(facts, ForcedBackend(invocation.options), AssetsDir() + "/backends.toml");
+  return decision.ok() ? decision->profile_key : "";
+}
+
+absl::StatusOr<std::string> ResolveKey(const Store& store, const std::string& given) {
+  std::string found;
+  for (const auto& entry : store.List()) {
+    if (entry.key == given) return given;
+    if (absl::StartsWith(entry.key, given)) {
+      if (!found.empty()) {
+        return ConfigError(absl::StrCat("runtime key prefix '", given, "' is ambiguous (", found, ", ",
+                                        entry.key, "); give more of the key"));
+      }
+      found = entry.key;
+    }
+  }
+  if (found.empty()) {
+    return WithExit(absl::NotFoundError(absl::StrCat("no runtime '", given, "' in ", store.root(),
+                                                     "; `inferenceutils runtime list` shows the keys")),
+                    kExitConfig);
+  }
+  return found;
+}
+
+int List(const Invocation& invocation, const Store& store, bool json) {
+  std::string profile = CurrentProfile(invocation);
+  nlohmann::json rows = nlohmann::json::array();
+  for (const auto& entry : store.List()) {
+    nlohmann::json row = {{"key", entry.key}, {"path", entry.path}, {"size_bytes", entry.size_bytes},
+                          {"last_used", entry.last_used}};
+    if (entry.manifest.ok()) {
+      row["backend"] = entry.manifest->backend;
+      row["source"] = entry.manifest->source;
+      row["requirements"] = entry.manifest->requirements;
+      row["matches"] = entry.manifest->profile_key == profile;
+    } else {
+      row["backend"] = "?";
+      row["error"] = std::string(entry.manifest.status().message());
+      row["matches"] = false;
+    }
+    rows.push_back(row);
+  }
+  if (json) {
+    std::cout << rows.dump(2) << "\n";
+    return 0;
+  }
+  if (rows.empty()) {
+    std::cout << "no runtimes in " << store.root() << "\n";
+    return 0;
+  }
+  std::cout << absl::StrFormat("%-18s %-8s %-7s %10s  %-14s %s\n", "KEY", "BACKEND", "SOURCE", "SIZE",
+                               "LAST USED", "MATCHES");
+  for (const auto& row : rows) {
+    std::cout << absl::StrFormat("%-18s %-8s %-7s %10s  %-14s %s\n", row["key"].get<std::string>(),
+                                 row["backend"].get<std::string>(), row.value("source", "?"),
+                                 HumanSize(row["size_bytes"].get<uint64_t>()),
+                                 Ago(row["last_used"].get<int64_t>()),
+                                 row["matches"].get<bool>() ? "yes" : "no");
+  }
+  return 0;
+}
+
+absl::StatusOr<int> Provision(const Invocation& invocation, bool rebuild) {
+  absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);
+  if (!selection.ok()) return selection.status();
+  ProvisionOptions options = ProvisionOptionsFor(invocation.options);
+  options.rebuild = rebuild;
+  TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
+  absl::StatusOr<Manifest> manifest = EnsureRuntime(selection->store, selection->request, options, progress);
+  progress.Finish();
+  if (!manifest.ok()) return manifest.status();
+  std::cout << manifest->prefix << "\n";
+  return 0;
+}
+
+absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, const std::vector<std::string>& args) {
+  int unused_days = -1;
+  bool not_matching = false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--not-matching") {
+      not_matching = true;
+    } else if (args[i] == "--unused-for" && i + 1 < args.size()) {
+      if (!absl::SimpleAtoi(args[++i], &unused_days) || unused_days < 0) {
+        return UsageError(absl::StrCat("--unused-for needs a number of days, got '", args[i], "'"));
+      }
+    } else {
+      return UsageError(absl::StrCat("runtime prune: unknown argument '", args[i],
+                                     "' (use --unused-for DAYS and/or --not-matching)"));
+    }
+  }
+  if (unused_days < 0 && !not_matching) {
+    return UsageError("runtime prune needs --unused-for DAYS and/or --not-matching");
+  }
+  std::string profile = not_matching ? CurrentProfile(invocation) : "";
+  int64_t cutoff = std::time(nullptr) - static_cast<int64_t>(unused_days) * 86400;
+  int removed = 0;
+  for (const auto& entry : store.List()) {
+    bool old = unused_days >= 0 && entry.last_used <= cutoff;
+    bool foreign = not_matching && (!entry.manifest.ok() || entry.manifest->profile_key != profile);
+    if (!old && !foreign) continue;
+    if (auto status = store.Remove(entry.key); !status.ok()) return status;
+    std::cout << "removed " << entry.key << " (" << (old ? "unused" : "does not match this machine") << ")\n";
+    ++removed;
+  }
+  store.CleanStale("");  // and the data of removed runtimes that were in use then
+  std::cout << removed << " runtime" << (removed == 1 ? "" : "s") << " removed\n";
+  return 0;
+}
+
+}  // namespace
+
+absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
+  const auto& args = invocation.args;
+  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, rebuild, remove, prune");
+  Store store(StoreRoot(invocation.options.home));
+  const std::string& sub = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (sub == "list") {
+    if (!rest.empty() && rest != std::vector<std::string>{"--json"}) {
+      return UsageError(absl::StrCat("runtime list: unknown argument '", rest[0], "'"));
+    }
+    return List(invocation, store, !rest.empty());
+  }
+  if (sub == "info" || sub == "remove") {
+    if (rest.size() != 1) return UsageError(absl::StrCat("runtime ", sub, " needs one KEY"));
+    absl::StatusOr<std::string> key = ResolveKey(store, rest[0]);
+    if (!key.ok()) return key.status();
+    if (sub == "remove") {
+      if (auto status = store.Remove(*key); !status.ok()) return status;
+      std::cout << "removed " << *key << "\n";
+      return 0;
+    }
+    absl::StatusOr<Manifest> manifest = store.Lookup(*key);
+    if (!manifest.ok()) return WithExit(manifest.status(), kExitConfig);
+    std::cout << manifest->ToJson().dump(2) << "\n";
+    return 0;
+  }
+  if (sub == "path" || sub == "rebuild") {
+    if (!rest.empty()) return UsageError(absl::StrCat("runtime ", sub, " takes no arguments"));
+    return Provision(invocation, sub == "rebuild");
+  }
+  if (sub == "prune") return Prune(invocation, store, rest);
+  return UsageError(absl::StrCat("unknown runtime subcommand '", sub,
+                                 "' (list, info, path, rebuild, remove, prune)"));
 }
 
 }  // namespace iu

@@ -125,6 +125,9 @@ std::string FlagsText(const std::map<std::string, std::string>& env) {
   return parts.empty() ? "(no build flags)" : absl::StrJoin(parts, " ");
 }
 
+// A local index or link (a path or file:// URL): usable offline.
+bool IsLocal(absl::string_view url) { return absl::StartsWith(url, "file:") || absl::StartsWith(url, "/") || !absl::StrContains(url, "://"); }
+
 struct PipRun {
   std::vector<std::string> extra_args;  // --only-binary / --no-binary, extra index
   std::string what;                     // for messages
@@ -136,14 +139,19 @@ absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::str
   std::vector<std::string> argv = {prefix + "/bin/" + PythonDirName(), pip_wheel + "/pip", "install",
                                    "-v", "--disable-pip-version-check", "--no-input",
                                    "--cache-dir", cache_dir};
-  if (request.offline) argv.push_back("--no-index");
-  if (!request.index_url.empty() && !request.offline) {
+  // Offline: nothing over the network; indexes and links on the local disk (file://) still count.
+  auto usable = [&](const std::string& url) { return !request.offline || IsLocal(url); };
+  if (!request.index_url.empty() && usable(request.index_url)) {
     argv.insert(argv.end(), {"--index-url", request.index_url});
+  } else if (request.offline) {
+    argv.push_back("--no-index");  // pip's default index is PyPI
   }
-  if (!request.offline) {
-    for (const auto& url : request.extra_index_urls) argv.insert(argv.end(), {"--extra-index-url", url});
+  for (const auto& url : request.extra_index_urls) {
+    if (usable(url)) argv.insert(argv.end(), {"--extra-index-url", url});
   }
-  for (const auto& link : request.find_links) argv.insert(argv.end(), {"--find-links", link});
+  for (const auto& link : request.find_links) {
+    if (usable(link)) argv.insert(argv.end(), {"--find-links", link});
+  }
   argv.insert(argv.end(), run.extra_args.begin(), run.extra_args.end());
   argv.insert(argv.end(), request.requirements.begin(), request.requirements.end());
   argv.push_back(pip_wheel);  // pip itself, so `python -m pip` works inside the runtime
@@ -158,6 +166,7 @@ absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::str
   spec.set_env = request.build_env;
   spec.set_env["PIP_CONFIG_FILE"] = "/dev/null";  // the spec, not pip.conf, says where packages come from
   spec.set_env["PYTHONNOUSERSITE"] = "1";
+  spec.set_env["PYTHONUNBUFFERED"] = "1";  // pip's lines as they happen, for the live progress line
   spec.log_fd = log_fd;
   spec.on_line = [&](absl::string_view line) {
     line = absl::StripAsciiWhitespace(line);
@@ -253,8 +262,12 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   }
   absl::StatusOr<ProcessResult> pip;
   bool installed = false;
-  if (has_backend_package && !request.wheel_indexes.empty() && !request.offline) {
+  if (has_backend_package && !request.wheel_indexes.empty()) {
     for (const auto& index : request.wheel_indexes) {
+      if (request.offline && !IsLocal(index)) {
+        progress.Note(absl::StrCat("offline: not asking the prebuilt index ", index));
+        continue;
+      }
       progress.Detail(absl::StrCat("looking for a prebuilt ", request.backend_package, " in ", index));
       pip = RunPip(request, prefix, *pip_wheel, cache_dir,
                    {{"--extra-index-url", index, "--only-binary", request.backend_package}, "prebuilt"},

@@ -2,7 +2,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -45,35 +45,41 @@ absl::StatusOr<ProcessResult> RunProcess(const ProcessSpec& spec) {
 
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_CLOEXEC) != 0) return absl::InternalError(absl::StrCat("pipe: ", std::strerror(errno)));
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 1);
-  posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
-  if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&actions, spec.cwd.c_str());
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t defaults;
-  sigemptyset(&defaults);
-  sigaddset(&defaults, SIGPIPE);
-  sigaddset(&defaults, SIGINT);
-  posix_spawnattr_setsigdefault(&attr, &defaults);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-
-  pid_t pid = 0;
-  int rc = absl::StrContains(spec.argv[0], "/")
-               ? posix_spawn(&pid, argv[0], &actions, &attr, argv.data(), envp.data())
-               : posix_spawnp(&pid, argv[0], &actions, &attr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  close(pipe_fds[1]);
-  if (rc != 0) {
+  // fork+exec rather than posix_spawn: the child asks to be killed when the launcher dies
+  // (PR_SET_PDEATHSIG), so a launcher killed mid-build leaves no pip writing on behind it.
+  pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
     close(pipe_fds[0]);
-    return absl::FailedPreconditionError(absl::StrCat("cannot run ", spec.argv[0], ": ", std::strerror(rc)));
+    close(pipe_fds[1]);
+    return absl::InternalError(absl::StrCat("fork: ", std::strerror(err)));
   }
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);  // the launcher is already gone
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    int null_fd = open("/dev/null", O_RDONLY);
+    if (null_fd >= 0) dup2(null_fd, 0);
+    dup2(pipe_fds[1], 1);
+    dup2(pipe_fds[1], 2);
+    if (!spec.cwd.empty() && chdir(spec.cwd.c_str()) != 0) _exit(127);
+    environ = envp.data();
+    if (absl::StrContains(spec.argv[0], "/")) {
+      execv(argv[0], argv.data());
+    } else {
+      execvp(argv[0], argv.data());
+    }
+    std::string message = absl::StrCat("cannot run ", spec.argv[0], ": ", std::strerror(errno), "\n");
+    ssize_t ignored = write(2, message.data(), message.size());
+    (void)ignored;
+    _exit(127);
+  }
+  close(pipe_fds[1]);
 
   ProcessResult result;
   std::string pending;

@@ -113,6 +113,9 @@ absl::StatusOr<Manifest> Store::Lookup(const std::string& key) const {
   if (manifest->key != key) {
     return absl::DataLossError(absl::StrCat("runtime ", key, " has the manifest of ", manifest->key));
   }
+  // Where it is now (the store may have moved since it was built).
+  std::string target = ReadLink(RuntimeLink(key));
+  manifest->prefix = root_ + "/data/" + target.substr(target.find_last_of('/') + 1);
   return manifest;
 }
 

@@ -1,0 +1,100 @@
+#include "selection.h"
+
+#include <cstdlib>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "inferenceutils/errors.h"
+#include "inferenceutils/paths.h"
+#include "inferenceutils/python.h"
+
+namespace iu {
+namespace {
+
+std::string Env(const char* name) {
+  const char* value = std::getenv(name);
+  return value ? value : "";
+}
+
+}  // namespace
+
+std::string ForcedBackend(const LauncherOptions& options) {
+  return options.backend.empty() ? Env("INFERENCEUTILS_BACKEND") : options.backend;
+}
+
+ProvisionOptions ProvisionOptionsFor(const LauncherOptions&) {
+  ProvisionOptions options;
+  int seconds = 0;
+  if (absl::SimpleAtoi(Env("INFERENCEUTILS_LOCK_TIMEOUT"), &seconds) && seconds > 0) {
+    options.lock_timeout = absl::Seconds(seconds);
+  }
+  return options;
+}
+
+absl::StatusOr<Selection> Select(const Invocation& invocation, const std::optional<std::string>& script) {
+  const LauncherOptions& options = invocation.options;
+  Selection s;
+  s.store = Store(StoreRoot(options.home));
+  s.facts = LoadOrDetectFacts(s.store.root(), DetectOptionsFromEnv());
+  absl::StatusOr<Decision> decision =
+      Decide(s.facts, ForcedBackend(options), AssetsDir() + "/backends.toml");
+  if (!decision.ok()) return decision.status();
+  s.decision = *std::move(decision);
+
+  SpecOverrides command_line;
+  command_line.spec_file = options.spec_file;
+  command_line.with = options.with;
+  command_line.index_url = options.index_url;
+  command_line.extra_index_urls = options.extra_index_urls;
+  command_line.find_links = options.find_links;
+  command_line.offline = options.offline;
+  SpecOverrides overrides = MergeOverrides(command_line, SpecOverridesFromEnv());
+
+  ScriptMetadata metadata;
+  if (script) {
+    // A script that cannot be read is python's to report (exit 2, its message).
+    if (absl::StatusOr<std::string> text = ReadFile(*script); text.ok()) {
+      absl::StatusOr<ScriptMetadata> parsed = ParsePep723(*text, *script);
+      if (!parsed.ok()) return parsed.status();
+      metadata = *std::move(parsed);
+      if (!metadata.requires_python.empty()) {
+        if (auto status = CheckRequiresPython(metadata.requires_python, EmbeddedPythonVersion(), *script);
+            !status.ok()) {
+          return status;
+        }
+      }
+    }
+  }
+  absl::StatusOr<RuntimeSpec> spec = ResolveSpec(AssetsDir(), overrides, metadata.present ? &metadata : nullptr);
+  if (!spec.ok()) return spec.status();
+  s.spec = *std::move(spec);
+
+  KeyContext context{s.decision.profile_key, s.facts.python.abi_tag, s.facts.python.platform_tag,
+                     s.decision.backend};
+  s.key = RuntimeKey(s.spec, context);
+
+  BuildRequest& r = s.request;
+  r.key = s.key;
+  r.key_inputs = RuntimeKeyJson(s.spec, context);
+  r.requirements = s.spec.requirements;
+  r.preload = s.spec.preload;
+  r.libraries = s.spec.libraries;
+  r.backend_package = s.spec.backend_package;
+  r.index_url = s.spec.sources.index_url;
+  r.extra_index_urls = s.spec.sources.extra_index_urls;
+  r.find_links = s.spec.sources.find_links;
+  r.offline = s.spec.sources.offline;
+  if (!s.spec.backend_package.empty()) {
+    r.build_env = s.decision.build_env;
+    r.wheel_indexes = s.decision.wheel_indexes;
+  }
+  // decision < the spec's build_env < its [backends.<chosen>] table.
+  ApplyBackendSettings(s.spec, s.decision.backend, &r.build_env, &r.wheel_indexes);
+  r.backend = s.decision.backend;
+  r.profile_key = s.decision.profile_key;
+  r.decision = s.decision.ToJson();
+  r.launcher = SelfExecutable();
+  return s;
+}
+
+}  // namespace iu

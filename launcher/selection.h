@@ -1,0 +1,36 @@
+// From an invocation to the runtime it needs: facts → decision → spec → key → build request.
+// Shared by run, info and runtime; the warm path's whole cost before Python starts is here.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cli.h"
+#include "inferenceutils/backend.h"
+#include "inferenceutils/hardware.h"
+#include "inferenceutils/provision.h"
+#include "inferenceutils/spec.h"
+#include "inferenceutils/store.h"
+
+namespace iu {
+
+struct Selection {
+  Store store{""};
+  Facts facts;
+  Decision decision;
+  RuntimeSpec spec;
+  std::string key;
+  BuildRequest request;
+};
+
+// `script` (a file the invocation runs) adds its PEP 723 requirements and requires-python check.
+absl::StatusOr<Selection> Select(const Invocation& invocation, const std::optional<std::string>& script);
+
+// The backend asked for: --backend, else INFERENCEUTILS_BACKEND, else "" (automatic).
+std::string ForcedBackend(const LauncherOptions& options);
+
+// Provisioning options from the launcher options and environment (INFERENCEUTILS_LOCK_TIMEOUT).
+ProvisionOptions ProvisionOptionsFor(const LauncherOptions& options);
+
+}  // namespace iu
