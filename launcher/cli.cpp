@@ -36,7 +36,7 @@ std::string ResolveArgv0(const std::string& argv0) {
   return argv0;
 }
 
-constexpr const char* kCommands[] = {"run", "repl", "info", "runtime", "help"};
+constexpr const char* kCommands[] = {"run", "repl", "info", "runtime", "doctor", "app", "kernel", "help"};
 
 bool IsCommand(const std::string& word) {
   for (const char* command : kCommands) {
@@ -56,6 +56,7 @@ constexpr OptionSpec kOptions[] = {
     {"--backend", true},    {"--offline", false},   {"--quiet", false},
     {"-q", false},          {"--verbose", false},   {"-v", false},
     {"--python-env", false}, {"--system", false},
+    {"--bundle", true},     {"--no-build", false},  {"--check-conflicts", false},
 };
 
 absl::Status ApplyOption(const std::string& name, const std::string& value, LauncherOptions& o) {
@@ -71,8 +72,12 @@ absl::Status ApplyOption(const std::string& name, const std::string& value, Laun
   else if (name == "--verbose" || name == "-v") o.verbose = true;
   else if (name == "--python-env") o.inherit_python_env = true;
   else if (name == "--system") o.system = true;
+  else if (name == "--bundle") o.bundles.push_back(value);
+  else if (name == "--no-build") o.no_build = true;
+  else if (name == "--check-conflicts") o.check_conflicts = true;
   if ((name == "--home" || name == "--spec" || name == "--backend" || name == "--index-url" ||
-       name == "--with" || name == "--extra-index-url" || name == "--find-links") &&
+       name == "--with" || name == "--extra-index-url" || name == "--find-links" ||
+       name == "--bundle") &&
       value.empty()) {
     return UsageError(absl::StrCat("option ", name, " needs a non-empty value"));
   }
@@ -189,7 +194,11 @@ absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv) {
       inv.command = Command::kRepl;
       return inv;
     }
-    inv.command = first == "info" ? Command::kInfo : Command::kRuntime;
+    inv.command = first == "info"     ? Command::kInfo
+                  : first == "doctor" ? Command::kDoctor
+                  : first == "app"    ? Command::kApp
+                  : first == "kernel" ? Command::kKernel
+                                      : Command::kRuntime;
     inv.args = std::move(rest);
     return inv;
   }
@@ -198,7 +207,7 @@ absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv) {
                          absl::EndsWith(first, ".pyz") || IsFile(first);
   if (!looks_like_path) {
     return UsageError(absl::StrCat("unknown command '", first,
-                                   "' (commands: run, repl, info, runtime, help; a script path "
+                                   "' (commands: run, repl, info, runtime, doctor, app, kernel, help; a script path "
                                    "needs a '/' or a .py suffix when the file does not exist)"));
   }
   inv.command = Command::kRun;

@@ -25,6 +25,9 @@ struct LauncherOptions {
   bool verbose = false;                   // --verbose, -v
   bool inherit_python_env = false;        // --python-env
   bool system = false;                    // --system: the base interpreter, no runtime
+  std::vector<std::string> bundles;       // --bundle FILE|URL (repeatable): prebuilt runtimes to try first
+  bool no_build = false;                  // --no-build: fail instead of building a runtime
+  bool check_conflicts = false;           // --check-conflicts: after the program, report libraries loaded twice
 };
 
 enum class Command {
@@ -32,6 +35,9 @@ enum class Command {
   kRepl,     // interactive prompt
   kInfo,     // info [--json]
   kRuntime,  // runtime SUBCOMMAND ...
+  kDoctor,   // doctor [--json]
+  kApp,      // app build APP_DIR -o OUT ...
+  kKernel,   // kernel install|list|remove ...
   kHelp,     // --help, help [COMMAND]
   kVersion,  // --version
   kPython,   // started as <runtime>/bin/python: behave exactly like python

@@ -61,7 +61,9 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
   if (!manifest.ok()) return manifest.status();
   EnsurePythonLink(manifest->prefix, selection->request.launcher);
   UseRuntime(*manifest, config);
-  return RunPython(config);
+  absl::StatusOr<int> status = RunPython(config);
+  if (invocation.options.check_conflicts && status.ok()) ReportLibraryConflicts(manifest->prefix);
+  return status;
 }
 
 }  // namespace iu

@@ -151,7 +151,7 @@ absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, cons
 
 absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
   const auto& args = invocation.args;
-  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, rebuild, remove, prune");
+  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, rebuild, remove, prune, pack");
   Store store(StoreRoot(invocation.options.home));
   const std::string& sub = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -180,8 +180,9 @@ absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
     return Provision(invocation, sub == "rebuild");
   }
   if (sub == "prune") return Prune(invocation, store, rest);
+  if (sub == "pack") return CmdRuntimePack(invocation, rest);
   return UsageError(absl::StrCat("unknown runtime subcommand '", sub,
-                                 "' (list, info, path, rebuild, remove, prune)"));
+                                 "' (list, info, path, rebuild, remove, prune, pack)"));
 }
 
 }  // namespace iu

@@ -2,6 +2,10 @@
 // main() reports as one line with its documented exit code.
 #pragma once
 
+#include <optional>
+#include <string>
+#include <vector>
+
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "cli.h"
@@ -11,6 +15,19 @@ namespace iu {
 absl::StatusOr<int> CmdRun(const Invocation& invocation);      // run, repl, python mode
 absl::StatusOr<int> CmdInfo(const Invocation& invocation);     // info [--json]
 absl::StatusOr<int> CmdRuntime(const Invocation& invocation);  // runtime SUBCOMMAND
+absl::StatusOr<int> CmdDoctor(const Invocation& invocation);   // doctor [--json]           (cmd_doctor.cpp)
+absl::StatusOr<int> CmdApp(const Invocation& invocation);      // app build ...             (cmd_app.cpp)
+absl::StatusOr<int> CmdKernel(const Invocation& invocation);   // kernel install|list|remove (cmd_kernel.cpp)
+// runtime pack [KEY] -o FILE.tar.zst [--level N] (cmd_pack.cpp); args are those after "pack".
+absl::StatusOr<int> CmdRuntimePack(const Invocation& invocation, const std::vector<std::string>& args);
+
+// A launcher with an app payload appended (see `app build`) runs that app: the whole command
+// line is the app's. Returns nullopt when this binary carries no payload (app.cpp).
+std::optional<absl::StatusOr<int>> MaybeRunApp(int argc, char** argv);
+
+// With --check-conflicts: after the program ran, report shared libraries loaded twice or from
+// outside the runtime (cmd_doctor.cpp).
+void ReportLibraryConflicts(const std::string& runtime_prefix);
 
 // "inferenceutils: error: <message>" on stderr; returns the status's exit code.
 int ReportError(const absl::Status& status);

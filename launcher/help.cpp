@@ -19,7 +19,10 @@ Commands:
   run -i SCRIPT             run, then the interactive prompt (any python option works after run)
   repl                      interactive prompt with line editing and history
   info [--json]             hardware, backend decision with reasons, build flags, store
-  runtime SUBCOMMAND        list | info KEY | path | rebuild | remove KEY | prune
+  runtime SUBCOMMAND        list | info KEY | path | rebuild | remove KEY | prune | pack
+  doctor [--json]           what the runtime's native libraries loaded, from where; problems
+  app build APP_DIR -o OUT  a single-file app: this launcher + the app + optional bundles
+  kernel install|list|remove  a Jupyter kernel that starts through the launcher
   help [COMMAND]            this text, or a command's
 
 A first argument that is an existing file is a script, even if it is named like a command
@@ -34,6 +37,9 @@ Options (before the command or script; each also an INFERENCEUTILS_* variable, s
   --find-links PATH|URL     a directory or page of distributions (repeatable)
   --offline                 no network at all
   --backend NAME            force cuda, rocm, metal, vulkan or cpu
+  --bundle FILE|URL         a prebuilt runtime bundle to use before building (repeatable)
+  --no-build                fail instead of building a runtime
+  --check-conflicts         after the program, report shared libraries loaded twice
   --system                  run in the base interpreter, without a runtime
   --python-env              honour PYTHON* environment variables (off: the launcher owns them)
   -q, --quiet               no progress output
@@ -57,10 +63,12 @@ $XDG_STATE_HOME/inferenceutils/history (default ~/.local/state/inferenceutils/hi
 Ctrl-D exits with status 0.
 )";
 
-constexpr char kInfo[] = R"(usage: inferenceutils [OPTIONS] info [--json]
+constexpr char kInfo[] = R"(usage: inferenceutils [OPTIONS] info [--json] [--refresh]
 
 Shows the detected hardware, the backend decision with its reasons, the build flags, the profile
-key and the store location. --json prints the same as JSON (schema in the README).
+key and the store location. --json prints the same as JSON (schema in the README); --refresh
+detects again instead of using the cached facts. `--backend auto` (or INFERENCEUTILS_BACKEND=auto)
+means the automatic choice.
 )";
 
 constexpr char kRuntime[] = R"(usage: inferenceutils [OPTIONS] runtime SUBCOMMAND

@@ -10,6 +10,10 @@
 
 int main(int argc, char** argv) {
   using namespace iu;
+  if (std::optional<absl::StatusOr<int>> app = MaybeRunApp(argc, argv)) {
+    if (!app->ok()) return ReportError(app->status());
+    return **app;
+  }
   absl::StatusOr<Invocation> invocation = ParseCommandLine(argc, argv);
   if (!invocation.ok()) return ReportError(invocation.status());
   absl::StatusOr<int> result;
@@ -31,6 +35,15 @@ int main(int argc, char** argv) {
       break;
     case Command::kRuntime:
       result = CmdRuntime(*invocation);
+      break;
+    case Command::kDoctor:
+      result = CmdDoctor(*invocation);
+      break;
+    case Command::kApp:
+      result = CmdApp(*invocation);
+      break;
+    case Command::kKernel:
+      result = CmdKernel(*invocation);
       break;
   }
   if (!result.ok()) return ReportError(result.status());

@@ -22,8 +22,10 @@ std::string ForcedBackend(const LauncherOptions& options) {
   return options.backend.empty() ? Env("INFERENCEUTILS_BACKEND") : options.backend;
 }
 
-ProvisionOptions ProvisionOptionsFor(const LauncherOptions&) {
+ProvisionOptions ProvisionOptionsFor(const LauncherOptions& launcher) {
   ProvisionOptions options;
+  options.allow_build = !launcher.no_build;
+  options.bundles = launcher.bundles;
   int seconds = 0;
   if (absl::SimpleAtoi(Env("INFERENCEUTILS_LOCK_TIMEOUT"), &seconds) && seconds > 0) {
     options.lock_timeout = absl::Seconds(seconds);

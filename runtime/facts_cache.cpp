@@ -4,6 +4,11 @@
 #include <sys/stat.h>
 
 #include <cstdio>
+#include <cstring>
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -60,11 +65,28 @@ std::string FactsFingerprint(const DetectOptions& options) {
   AddFile(fnv, Rooted(options, "/proc/sys/kernel/osrelease"));
   AddFile(fnv, Rooted(options, "/proc/sys/kernel/random/boot_id"));
   AddFile(fnv, Rooted(options, "/sys/class/kfd/kfd/topology/generation_id"));
-  // The first CPU's identity: the start of /proc/cpuinfo, up to its model line.
-  std::string cpuinfo;
-  detect::ReadSmallFile(Rooted(options, "/proc/cpuinfo"), &cpuinfo, nullptr, 2048);
-  for (const char* key : {"model name", "CPU part", "vendor_id", "CPU implementer"}) {
-    fnv.Add(detect::FieldOf(cpuinfo, key, ':'));
+  // The CPU's identity. On the real x86 machine CPUID (vendor, signature, brand) is much cheaper
+  // than /proc/cpuinfo, which the kernel generates with a frequency sample per CPU.
+  bool cpu_done = false;
+#if defined(__x86_64__)
+  if (options.root.empty() || options.root == "/") {
+    unsigned regs[4 * 6] = {};
+    __get_cpuid_count(0, 0, &regs[0], &regs[1], &regs[2], &regs[3]);
+    __get_cpuid_count(1, 0, &regs[4], &regs[5], &regs[6], &regs[7]);
+    regs[5] &= 0x00ffffffu;  // EBX[31:24] is the APIC id of the CPU we happen to run on
+    for (unsigned i = 0; i < 3; ++i) {
+      __get_cpuid_count(0x80000002 + i, 0, &regs[8 + i * 4], &regs[9 + i * 4], &regs[10 + i * 4], &regs[11 + i * 4]);
+    }
+    fnv.Add(absl::string_view(reinterpret_cast<const char*>(regs), sizeof(regs)));
+    cpu_done = true;
+  }
+#endif
+  if (!cpu_done) {
+    std::string cpuinfo;
+    detect::ReadSmallFile(Rooted(options, "/proc/cpuinfo"), &cpuinfo, nullptr, 2048);
+    for (const char* key : {"model name", "CPU part", "vendor_id", "CPU implementer"}) {
+      fnv.Add(detect::FieldOf(cpuinfo, key, ':'));
+    }
   }
   // Toolkits that decide whether a source build is possible.
   for (const char* var : {"CUDA_HOME", "CUDA_PATH"}) {

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "inferenceutils/errors.h"
+#include "inferenceutils/libraries.h"
 
 namespace iu {
 namespace {
@@ -120,8 +121,27 @@ PyObject* Preload(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
+// [(path, base address)] of every shared object loaded now, from the dynamic loader.
+PyObject* LoadedLibrariesPy(PyObject*, PyObject*) {
+  std::vector<LoadedLibrary> libraries = LoadedLibraries();
+  PyObject* list = PyList_New(0);
+  if (!list) return nullptr;
+  for (const auto& library : libraries) {
+    PyObject* item = Py_BuildValue("(sK)", library.path.c_str(), static_cast<unsigned long long>(library.base));
+    if (!item || PyList_Append(list, item) != 0) {
+      Py_XDECREF(item);
+      Py_DECREF(list);
+      return nullptr;
+    }
+    Py_DECREF(item);
+  }
+  return list;
+}
+
 PyMethodDef kModuleMethods[] = {
     {"preload", Preload, METH_NOARGS, "Import the runtime's preload modules (once)."},
+    {"loaded_libraries", LoadedLibrariesPy, METH_NOARGS,
+     "[(path, base_address)] of the shared objects loaded now, from dl_iterate_phdr."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_inferenceutils",

@@ -37,6 +37,7 @@ struct ProvisionOptions {
   bool rebuild = false;                          // build again even if present
   bool allow_build = true;                       // false: error instead of building
   absl::Duration lock_timeout = absl::Minutes(60);
+  std::vector<std::string> bundles;              // --bundle: files or URLs to try before building
 };
 
 // Builds the runtime in the fresh data directory `data_dir`: venv, pip, verification, manifest.

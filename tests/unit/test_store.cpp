@@ -105,23 +105,24 @@ TEST_CASE("removing a runtime in use unpublishes it but keeps its files for the 
   iu::Store store(TempDir());
   REQUIRE(store.EnsureLayout().ok());
   std::string data = Published(store, "k5");
-  int pipe_fds[2];
-  REQUIRE(pipe(pipe_fds) == 0);
+  int ready[2], go[2];  // child → parent: "holding it"; parent → child: "you may end"
+  REQUIRE(pipe(ready) == 0);
+  REQUIRE(pipe(go) == 0);
   pid_t child = fork();
   if (child == 0) {  // a "running launcher": holds the in-use lock until told to stop
     iu::MarkInUse(data);
     char c;
-    ssize_t ignored = write(pipe_fds[1], "x", 1);
+    ssize_t ignored = write(ready[1], "x", 1);
     (void)ignored;
-    ignored = read(pipe_fds[0], &c, 1);
+    ignored = read(go[0], &c, 1);
     _exit(0);
   }
   char c;
-  REQUIRE(read(pipe_fds[0], &c, 1) == 1);
+  REQUIRE(read(ready[0], &c, 1) == 1);
   REQUIRE(store.Remove("k5").ok());
   CHECK(absl::IsNotFound(store.Lookup("k5").status()));
   CHECK(iu::PathExists(data + "/manifest.json"));  // still there for the running process
-  REQUIRE(write(pipe_fds[1], "x", 1) == 1);
+  REQUIRE(write(go[1], "x", 1) == 1);
   int status = 0;
   waitpid(child, &status, 0);
   CHECK(store.CleanStale("k5") == 1);  // unused now: the next cleanup deletes it
