@@ -279,12 +279,21 @@ def test_http_index(tmp_path, env, http_index):
     assert result["preloaded"] and result["version"] == "0.3.99"
 
 
-def test_offline_uses_find_links_only(tmp_path, env, fixture_index):
-    spec = fixture_index.write_spec(tmp_path / "spec.toml", ["llama-cpp-python"], ["llama_cpp"], backends=SOURCE_ONLY)
+def test_offline_uses_no_network_index_but_local_links(tmp_path, env, http_index, fixture_index):
+    """--offline: the spec's HTTP index is not asked; local find-links (and file:// indexes) still are."""
+    spec = http_index.write_spec(tmp_path / "spec.toml", ["llama-cpp-python"], ["llama_cpp"], backends=SOURCE_ONLY)
     result, _ = probe(tmp_path, env, "--offline", "--find-links", fixture_index.files_dir, "--spec", spec)
     assert result["version"] == "0.3.99"
     log = next((tmp_path / "store" / "logs").iterdir()).read_text()
-    assert "--no-index" in log
+    command = next(line for line in log.splitlines() if line.startswith("$ "))
+    assert "--no-index" in command and "127.0.0.1" not in command
+    assert f"--find-links {fixture_index.files_dir}" in command
+
+
+def test_offline_keeps_a_file_index(tmp_path, env, fixture_index):
+    spec = fixture_index.write_spec(tmp_path / "spec.toml", ["llama-cpp-python"], ["llama_cpp"], backends=SOURCE_ONLY)
+    result, _ = probe(tmp_path, env, "--offline", "--spec", spec)
+    assert result["version"] == "0.3.99"
 
 
 def test_the_default_spec_as_far_as_offline_allows(tmp_path, env):
