@@ -1,7 +1,5 @@
 // info [--json] [--refresh]: the detected hardware, the backend decision with its reasons, the
 // build flags, the profile key and the store.
-#include <dirent.h>
-
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -16,26 +14,12 @@
 #include "inferenceutils/errors.h"
 #include "inferenceutils/hardware.h"
 #include "inferenceutils/paths.h"
+#include "info_json.h"
 
 namespace iu {
 namespace {
 
-constexpr int kInfoSchemaVersion = 1;
-
 std::string Gib(uint64_t bytes) { return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1ull << 30)); }
-
-std::vector<std::string> RuntimeDirs(const std::string& store) {
-  std::vector<std::string> names;
-  if (DIR* d = opendir((store + "/runtimes").c_str())) {
-    while (dirent* e = readdir(d)) {
-      if (e->d_name[0] == '.') continue;
-      if (IsDirectory(store + "/runtimes/" + e->d_name)) names.emplace_back(e->d_name);
-    }
-    closedir(d);
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 void Line(std::string& out, const std::string& label, const std::string& value) {
   absl::StrAppendFormat(&out, "  %-11s %s\n", label, value);
@@ -141,17 +125,7 @@ absl::StatusOr<int> CmdInfo(const Invocation& invocation) {
   if (!decision.ok()) return decision.status();
 
   if (json) {
-    nlohmann::json runtimes = nlohmann::json::array();
-    for (const std::string& name : RuntimeDirs(store)) {
-      runtimes.push_back({{"name", name}, {"path", store + "/runtimes/" + name}});
-    }
-    nlohmann::json doc = {
-        {"schema_version", kInfoSchemaVersion},
-        {"launcher_version", IU_VERSION},
-        {"facts", facts.ToJson()},
-        {"decision", decision->ToJson()},
-        {"store", {{"root", store}, {"facts_cache", store + "/facts.json"}, {"runtimes", runtimes}}},
-    };
+    nlohmann::json doc = InfoJson(facts, *decision, store);
     std::fputs((doc.dump(2) + "\n").c_str(), stdout);
   } else {
     std::fputs(Human(facts, *decision, store).c_str(), stdout);

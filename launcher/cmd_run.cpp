@@ -6,6 +6,7 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/provision.h"
 #include "inferenceutils/python.h"
+#include "python_face.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
@@ -43,6 +44,7 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
       if (absl::StatusOr<Manifest> manifest = Manifest::FromJson(json); manifest.ok()) {
         manifest->prefix = prefix;
         UseRuntime(*manifest, config);
+        AttachPythonFace(invocation.options, *manifest, nullptr, config);
         config.executable = invocation.python_path;
       }
     }
@@ -61,6 +63,7 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
   if (!manifest.ok()) return manifest.status();
   EnsurePythonLink(manifest->prefix, selection->request.launcher);
   UseRuntime(*manifest, config);
+  AttachPythonFace(invocation.options, *manifest, &*selection, config);
   absl::StatusOr<int> status = RunPython(config);
   if (invocation.options.check_conflicts && status.ok()) ReportLibraryConflicts(manifest->prefix);
   return status;

@@ -96,6 +96,8 @@ absl::StatusOr<Selection> Select(const Invocation& invocation, const std::option
   r.profile_key = s.decision.profile_key;
   r.decision = s.decision.ToJson();
   r.launcher = SelfExecutable();
+  r.facts = s.facts;           // which prebuilt bundles this machine can use
+  r.assets_dir = AssetsDir();  // <assets>/bundles: the last bundle source
   return s;
 }
 

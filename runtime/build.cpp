@@ -22,6 +22,7 @@
 #include "inferenceutils/process.h"
 #include "inferenceutils/provision.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/runtime_libraries.h"
 
 namespace iu {
 namespace {
@@ -302,8 +303,14 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
 
   progress.Step("verifying");
   start = Clock::now();
+  // The spec's libraries and the runtime's own NVIDIA libraries, by absolute path, loaded before
+  // the preload at every start (docs/libraries.md); the verification loads them first too.
+  absl::StatusOr<std::vector<std::string>> libraries = RuntimeLibraries(prefix, request.libraries);
+  if (!libraries.ok()) return libraries.status();
+  manifest.libraries = *std::move(libraries);
   ProcessSpec verify;
-  verify.argv = {prefix + "/bin/" + PythonDirName(), "-E", "-s", "-c", kVerifyScript};
+  verify.argv = {prefix + "/bin/" + PythonDirName(), "-E", "-s", "-c",
+                 LoadLibrariesPython(manifest.libraries) + kVerifyScript};
   verify.argv.insert(verify.argv.end(), request.preload.begin(), request.preload.end());
   verify.unset_prefixes = {"PYTHON"};
   verify.log_fd = log_fd;

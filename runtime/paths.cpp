@@ -56,6 +56,12 @@ std::string StoreRoot(const std::string& explicit_home) {
   if (!explicit_home.empty()) return explicit_home;
   std::string home = Env("INFERENCEUTILS_HOME");
   if (!home.empty()) return home;
+  // A portable install (a copied folder, a USB stick): the store lives beside the executable
+  // when a file `inferenceutils.portable` or a folder `store/` is there. Two stat() calls.
+  std::string exe_dir = Dirname(SelfExecutable());
+  if (PathExists(exe_dir + "/inferenceutils.portable") || IsDirectory(exe_dir + "/store")) {
+    return exe_dir + "/store";
+  }
   std::string xdg = Env("XDG_CACHE_HOME");
   if (!xdg.empty() && xdg[0] == '/') return xdg + "/inferenceutils";
   return HomeDir() + "/.cache/inferenceutils";

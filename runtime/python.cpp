@@ -10,9 +10,14 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <exception>
+#include <functional>
+#include <map>
+
 #include "absl/strings/str_cat.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/libraries.h"
+#include "inferenceutils/paths.h"
 
 namespace iu {
 namespace {
@@ -138,10 +143,76 @@ PyObject* LoadedLibrariesPy(PyObject*, PyObject*) {
   return list;
 }
 
+// Documents the launcher offers to the `inferenceutils` package (InterpreterConfig::documents),
+// each computed at most once, when first asked for.
+struct DocumentState {
+  std::map<std::string, std::function<std::string()>> producers;
+  std::map<std::string, std::string> computed;
+};
+DocumentState g_documents;
+
+PyObject* DocumentPy(PyObject*, PyObject* arg) {
+  const char* name = PyUnicode_AsUTF8(arg);
+  if (!name) return nullptr;
+  auto done = g_documents.computed.find(name);
+  if (done == g_documents.computed.end()) {
+    auto producer = g_documents.producers.find(name);
+    if (producer == g_documents.producers.end() || !producer->second) Py_RETURN_NONE;
+    std::string text;
+    try {
+      text = producer->second();
+    } catch (const std::exception& e) {
+      PyErr_Format(PyExc_RuntimeError, "inferenceutils launcher: cannot produce '%s': %s", name, e.what());
+      return nullptr;
+    }
+    done = g_documents.computed.emplace(name, std::move(text)).first;
+  }
+  return PyUnicode_DecodeUTF8(done->second.data(), static_cast<Py_ssize_t>(done->second.size()), "replace");
+}
+
+PyObject* DocumentNamesPy(PyObject*, PyObject*) {
+  PyObject* list = PyList_New(0);
+  if (!list) return nullptr;
+  for (const auto& [name, producer] : g_documents.producers) {
+    PyObject* item = PyUnicode_FromString(name.c_str());
+    if (!item || PyList_Append(list, item) != 0) {
+      Py_XDECREF(item);
+      Py_DECREF(list);
+      return nullptr;
+    }
+    Py_DECREF(item);
+  }
+  return list;
+}
+
+PyObject* VersionPy(PyObject*, PyObject*) { return PyUnicode_FromString(IU_VERSION); }
+
+PyObject* LauncherPy(PyObject*, PyObject*) {
+  std::string self = SelfExecutable();
+  return PyUnicode_DecodeFSDefaultAndSize(self.data(), static_cast<Py_ssize_t>(self.size()));
+}
+
+// Puts `paths` first on sys.path (in order). Best effort: a failure leaves sys.path as it was.
+void PrependSysPath(const std::vector<std::string>& paths) {
+  PyObject* sys_path = PySys_GetObject("path");  // borrowed
+  if (!sys_path || !PyList_Check(sys_path)) return;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    PyObject* item = PyUnicode_DecodeFSDefault(paths[i].c_str());
+    if (!item) return PyErr_Clear();
+    if (PyList_Insert(sys_path, static_cast<Py_ssize_t>(i), item) != 0) PyErr_Clear();
+    Py_DECREF(item);
+  }
+}
+
 PyMethodDef kModuleMethods[] = {
     {"preload", Preload, METH_NOARGS, "Import the runtime's preload modules (once)."},
     {"loaded_libraries", LoadedLibrariesPy, METH_NOARGS,
      "[(path, base_address)] of the shared objects loaded now, from dl_iterate_phdr."},
+    {"document", DocumentPy, METH_O,
+     "document(name) -> str | None: a JSON document from the launcher ('info', 'runtime')."},
+    {"document_names", DocumentNamesPy, METH_NOARGS, "Names of the documents the launcher offers."},
+    {"version", VersionPy, METH_NOARGS, "The launcher's version."},
+    {"launcher", LauncherPy, METH_NOARGS, "Absolute path of the running launcher."},
     {nullptr, nullptr, 0, nullptr},
 };
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_inferenceutils",
@@ -181,6 +252,8 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
   }
   g_preload = PreloadState();
   g_preload.modules = spec.preload;
+  g_documents = DocumentState();
+  g_documents.producers = spec.documents;
   if (PyImport_AppendInittab("_inferenceutils", InitModule) != 0) {
     return absl::InternalError("cannot register the _inferenceutils module");
   }
@@ -233,6 +306,7 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
                         "; rebuild the runtime with `inferenceutils runtime rebuild`")),
                     kExitPreload);
   }
+  PrependSysPath(spec.extra_paths);
   if (!spec.history_file.empty() && isatty(STDIN_FILENO)) InstallInteractiveHook(spec.history_file);
 
   return Py_RunMain();

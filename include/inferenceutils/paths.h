@@ -16,8 +16,9 @@ std::string AssetsDir();
 // $XDG_STATE_HOME/inferenceutils or ~/.local/state/inferenceutils (REPL history lives here).
 std::string StateDir();
 
-// The store root, by precedence: `--home` (explicit), $INFERENCEUTILS_HOME,
-// $XDG_CACHE_HOME/inferenceutils, ~/.cache/inferenceutils. Not created here.
+// The store root, by precedence: `--home` (explicit), $INFERENCEUTILS_HOME, a portable install
+// (<exe dir>/store when a file `inferenceutils.portable` or a folder `store/` is beside the
+// executable), $XDG_CACHE_HOME/inferenceutils, ~/.cache/inferenceutils. Not created here.
 std::string StoreRoot(const std::string& explicit_home);
 
 // Creates `dir` and its parents (mode 0755). On failure the error names the path and `hint`.

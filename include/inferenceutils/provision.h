@@ -7,6 +7,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "inferenceutils/hardware.h"
 #include "inferenceutils/progress.h"
 #include "inferenceutils/store.h"
 #include "nlohmann/json.hpp"
@@ -31,6 +32,8 @@ struct BuildRequest {
   std::string profile_key;
   nlohmann::json decision;
   std::string launcher;                       // the launcher binary bin/python points at
+  Facts facts;                                // this machine: which bundles it can use
+  std::string assets_dir;                     // <assets>/bundles is the last bundle source; "" = none
 };
 
 struct ProvisionOptions {

@@ -1,6 +1,8 @@
 // Starting the embedded CPython (PEP 587 PyConfig) the way the `python` command would.
 #pragma once
 
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,6 +28,13 @@ struct InterpreterConfig {
   // Honour PYTHON* environment variables (PYTHONPATH, PYTHONSTARTUP, ...). Off by default: the
   // launcher owns its interpreter's configuration.
   bool inherit_python_env = false;
+  // Directories put first on sys.path right after the interpreter is set up (after site and the
+  // preload, before any user code), e.g. <assets>/python holding the `inferenceutils` package.
+  std::vector<std::string> extra_paths;
+  // Documents the built-in module `_inferenceutils` hands to Python code on request
+  // (`_inferenceutils.document(name)`, e.g. "info", "runtime"): computed only when asked, so a
+  // start whose program never asks pays nothing for them.
+  std::map<std::string, std::function<std::string()>> documents;
 };
 
 // Initializes the interpreter, imports the preload modules, runs what argv asks (script, -c, -m,

@@ -57,6 +57,7 @@ ZIP_TIME = (2024, 1, 1, 0, 0, 0)
 PURE = "iu-fixture-pure"
 LLAMA = "llama-cpp-python"
 NATIVE = "iu-fixture-native"
+FAKE_IPYKERNEL = "iu-fake-ipykernel"  # source directory; distribution `ipykernel` 0.0.1
 LLAMA_SDIST_VERSION = "0.3.99"   # newest: what an unpinned `llama-cpp-python` resolves to
 LLAMA_WHEEL_VERSION = "0.3.98"   # prebuilt wheel only
 
@@ -284,6 +285,17 @@ def _build_pure(out: Path) -> Path:
                         summary=project.get("description", ""))
 
 
+def _build_fake_ipykernel(out: Path) -> Path:
+    """The stand-in `ipykernel` (package `ipykernel` + module `ipykernel_launcher`) as a wheel."""
+    src = PACKAGES_DIR / FAKE_IPYKERNEL
+    project = _project(src)
+    files = _package_files(src, "ipykernel")
+    files["ipykernel_launcher.py"] = (src / "ipykernel_launcher.py").read_bytes()
+    return _write_wheel(out, project["name"], project["version"], files,
+                        requires=project.get("dependencies", []), requires_python=project.get("requires-python"),
+                        summary=project.get("description", ""))
+
+
 def _run(argv, cwd=None, env=None):
     proc = subprocess.run(argv, cwd=cwd, env=env if env is not None else _clean_build_env(),
                           capture_output=True, text=True)
@@ -341,6 +353,70 @@ def _build_native(out: Path, work: Path) -> Path:
                         summary=project.get("description", ""))
 
 
+CONFLICT_LIB = PACKAGES_DIR / "iu-conflict-lib"  # C sources shared by the iu-conflict-* projects
+
+
+def _build_conflict(out: Path, work: Path) -> list[Path]:
+    """The shared-library conflict fixtures (docs/libraries.md, tests/e2e/test_conflicts.py):
+    libiuconflict.so.1 built twice with one SONAME (v1 in iu-conflict-framework, v2 in
+    iu-conflict-backend, each beside an extension linked against it with rpath $ORIGIN), fake
+    CUDA libraries laid out like nvidia-* wheels (iu-conflict-nvidia), and an extension that
+    needs them by SONAME without shipping them (iu-conflict-cuda-backend)."""
+    build = work / "conflict"
+    build.mkdir()
+    paths = json.loads(_run([BASE_PYTHON, "-c",
+                             "import json, sysconfig; print(json.dumps({'include': sysconfig.get_paths()['include'],"
+                             " 'ext': sysconfig.get_config_var('EXT_SUFFIX')}))"]).stdout)
+    cc = os.environ.get("CC") or shutil.which("cc") or "cc"
+    py = _run([BASE_PYTHON, "-c", "import sys; print(f'cp{sys.version_info[0]}{sys.version_info[1]}')"]).stdout.strip()
+    tag = f"{py}-{py}-linux_{platform.machine()}"
+
+    def lib(source: str, soname: str, out_dir: Path, *args) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / soname
+        _run([cc, "-shared", "-fPIC", "-O2", f"-Wl,-soname,{soname}", "-o", str(path), str(CONFLICT_LIB / source), *args])
+        return path
+
+    def ext(project_dir: Path, package: str, name: str, libs, *args) -> tuple[str, bytes]:
+        filename = f"{name}{paths['ext']}"
+        path = build / package / filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _run([cc, "-shared", "-fPIC", "-O2", f"-I{paths['include']}", f"-I{CONFLICT_LIB}", "-o", str(path),
+              str(project_dir / package / f"{name}.c"), *map(str, libs), "-Wl,--no-as-needed", *args])
+        return f"{package}/{filename}", path.read_bytes()
+
+    def wheel(project_dir: Path, files: dict) -> Path:
+        project = _project(project_dir)
+        return _write_wheel(out, project["name"], project["version"], files, requires=project.get("dependencies", []),
+                            requires_python=project.get("requires-python"), tag=tag, purelib=False,
+                            summary=project.get("description", ""))
+
+    built = []
+    for project, package, name, version, extra in (
+            ("iu-conflict-framework", "iu_conflict_framework", "_framework", 1, ()),
+            ("iu-conflict-backend", "iu_conflict_backend", "_backend", 2, ("-Wl,-z,now",))):
+        src = PACKAGES_DIR / project
+        shared = lib("libiuconflict.c", "libiuconflict.so.1", build / f"v{version}", f"-DIUCONFLICT_VERSION={version}")
+        files = _package_files(src, package)
+        files[f"{package}/libiuconflict.so.1"] = shared.read_bytes()
+        arcname, data = ext(src, package, name, [shared], "-Wl,-rpath,$ORIGIN", *extra)
+        files[arcname] = data
+        built.append(wheel(src, files))
+
+    cudart = lib("libfakecudart.c", "libfakecudart.so.12", build / "nvidia")
+    cublas = lib("libfakecublas.c", "libfakecublas.so.12", build / "nvidia", str(build / "nvidia" / "libfakecudart.so.12"))
+    built.append(wheel(PACKAGES_DIR / "iu-conflict-nvidia", {
+        "nvidia/fake_cuda_runtime/lib/libfakecudart.so.12": cudart.read_bytes(),
+        "nvidia/fake_cublas/lib/libfakecublas.so.12": cublas.read_bytes(),
+    }))
+    src = PACKAGES_DIR / "iu-conflict-cuda-backend"
+    files = _package_files(src, "iu_conflict_cuda_backend")
+    arcname, data = ext(src, "iu_conflict_cuda_backend", "_cuda_backend", [cublas, cudart], "-Wl,-z,now")
+    files[arcname] = data
+    built.append(wheel(src, files))
+    return built
+
+
 def _project_of(filename: str) -> tuple[str, str]:
     """(normalized project, version) of a wheel or sdist file name."""
     if filename.endswith(".whl"):
@@ -374,7 +450,8 @@ def _build_into(root: Path) -> None:
     files.mkdir(parents=True)
     work = root / ".work"
     work.mkdir()
-    built = [_build_pure(files), *_build_llama(files, work), _build_native(files, work)]
+    built = [_build_pure(files), *_build_llama(files, work), _build_native(files, work),
+             _build_fake_ipykernel(files), *_build_conflict(files, work)]
     for wheel in _debian_wheels():
         shutil.copy2(wheel, files / wheel.name)
         built.append(files / wheel.name)

@@ -1,0 +1,22 @@
+// The `info --json` document, shared by `info --json` and the Python face
+// (`inferenceutils.system_info()` inside a launcher-started runtime returns the same document).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "inferenceutils/backend.h"
+#include "inferenceutils/hardware.h"
+#include "nlohmann/json.hpp"
+
+namespace iu {
+
+constexpr int kInfoSchemaVersion = 1;
+
+// Names of the published runtimes under <store>/runtimes, sorted.
+std::vector<std::string> RuntimeDirs(const std::string& store);
+
+// {schema_version, launcher_version, facts, decision, store: {root, facts_cache, runtimes}}.
+nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std::string& store);
+
+}  // namespace iu

@@ -1,0 +1,182 @@
+// Downloads with libcurl: a bundle index (small, in memory) and bundles (to the store's cache,
+// resuming a partial download, with a timeout, checked against their SHA-256 before use).
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "bundle_internal.h"
+#include "inferenceutils/bundle.h"
+#include "inferenceutils/digest.h"
+#include "inferenceutils/paths.h"
+
+namespace iu {
+namespace {
+
+void GlobalInit() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+long TimeoutSeconds() {
+  long v = 0;
+  const char* env = std::getenv("INFERENCEUTILS_DOWNLOAD_TIMEOUT");
+  return env && absl::SimpleAtoi(env, &v) && v > 0 ? v : 60;
+}
+
+size_t AppendString(char* data, size_t size, size_t n, void* out) {
+  auto* s = static_cast<std::string*>(out);
+  if (s->size() + size * n > bundle_internal::kMaxManifestBytes * 4) return 0;
+  s->append(data, size * n);
+  return size * n;
+}
+
+size_t AppendFile(char* data, size_t size, size_t n, void* fd_ptr) {
+  int fd = *static_cast<int*>(fd_ptr);
+  size_t total = size * n, off = 0;
+  while (off < total) {
+    ssize_t w = write(fd, data + off, total - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return 0;
+    }
+    off += static_cast<size_t>(w);
+  }
+  return total;
+}
+
+struct ProgressContext {
+  Progress* progress;
+  std::string name;
+  curl_off_t offset;
+  curl_off_t last = -1;
+};
+
+int OnProgress(void* p, curl_off_t total, curl_off_t now, curl_off_t, curl_off_t) {
+  auto* ctx = static_cast<ProgressContext*>(p);
+  if (now - ctx->last < (1 << 20) && now != total) return 0;
+  ctx->last = now;
+  curl_off_t mib = (ctx->offset + now) >> 20;
+  ctx->progress->Detail(total > 0 ? absl::StrCat("downloading ", ctx->name, ": ", mib, " / ",
+                                                 (ctx->offset + total) >> 20, " MiB")
+                                  : absl::StrCat("downloading ", ctx->name, ": ", mib, " MiB"));
+  return 0;
+}
+
+void CommonOptions(CURL* curl, const std::string& url) {
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+  // A stalled transfer (under 1 byte/s for the timeout) is abandoned; the partial file stays.
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, TimeoutSeconds());
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "inferenceutils");
+}
+
+absl::Status DownloadError(const std::string& url, const std::string& why) {
+  return WithExit(absl::UnavailableError(absl::StrCat("cannot download bundle ", url, ": ", why)), kExitBundle);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> HttpGetSmall(const std::string& url) {
+  GlobalInit();
+  CURL* curl = curl_easy_init();
+  std::string body;
+  CommonOptions(curl, url);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendString);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, TimeoutSeconds());
+  CURLcode rc = curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(curl);
+  if (rc != CURLE_OK) return DownloadError(url, curl_easy_strerror(rc));
+  if (status >= 400) return DownloadError(url, absl::StrCat("HTTP ", status));
+  return body;
+}
+
+absl::StatusOr<std::string> FetchBundle(const Store& store, const BundleCandidate& candidate, Progress& progress) {
+  const std::string& url = candidate.location;
+  if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return url;
+  GlobalInit();
+  std::string dir = store.root() + "/cache/bundles";
+  if (auto s = MakeDirs(dir, "set INFERENCEUTILS_HOME to a writable directory"); !s.ok()) return s;
+  std::string name = url.substr(url.find_last_of('/') + 1);
+  std::string id = candidate.sha256.empty() ? Sha256Hex(url).substr(0, 16) : candidate.sha256.substr(0, 16);
+  std::string final_path = absl::StrCat(dir, "/", id, "-", name);
+  std::string part = final_path + ".part";
+  auto verify = [&](const std::string& file) -> absl::Status {
+    if (candidate.sha256.empty()) return absl::OkStatus();
+    Sha256 sha;
+    int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return StoreError(absl::StrCat("cannot read ", file));
+    std::string buf(1 << 20, '\0');
+    ssize_t n;
+    while ((n = read(fd, buf.data(), buf.size())) > 0) sha.Update(absl::string_view(buf.data(), static_cast<size_t>(n)));
+    close(fd);
+    std::string got = sha.HexDigest();
+    if (got != candidate.sha256) {
+      unlink(file.c_str());
+      return bundle_internal::Refused(url, "", absl::StrCat("SHA-256 of the download is ", got, ", not ", candidate.sha256));
+    }
+    return absl::OkStatus();
+  };
+  if (IsRegularFile(final_path)) {
+    if (verify(final_path).ok()) return final_path;
+  }
+
+  progress.Step(absl::StrCat("downloading ", name));
+  struct stat st;
+  curl_off_t offset = stat(part.c_str(), &st) == 0 ? st.st_size : 0;
+  int fd = open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) return StoreError(absl::StrCat("cannot write ", part, ": ", std::strerror(errno)));
+  CURL* curl = curl_easy_init();
+  CommonOptions(curl, url);
+  if (offset > 0) {
+    progress.Note(absl::StrCat("resuming the download of ", name, " at ", offset >> 20, " MiB"));
+    curl_easy_setopt(curl, CURLOPT_RESUME_FROM_LARGE, offset);
+  }
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendFile);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &fd);
+  ProgressContext ctx{&progress, name, offset};
+  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
+  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ctx);
+  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  CURLcode rc = curl_easy_perform(curl);
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  curl_easy_cleanup(curl);
+  close(fd);
+  if (offset > 0 && (rc == CURLE_RANGE_ERROR || (status == 200 && rc == CURLE_OK))) {
+    // The server ignored the range and sent the whole file after what we had: start over.
+    unlink(part.c_str());
+    return DownloadError(url, "the server does not support resuming; run again to download it whole");
+  }
+  if (status == 416) {  // the range starts at the end: the partial file is complete (or stale)
+    rc = CURLE_OK;
+  } else if (status >= 400) {
+    unlink(part.c_str());
+    return DownloadError(url, absl::StrCat("HTTP ", status));
+  }
+  if (rc != CURLE_OK) {
+    return DownloadError(url, absl::StrCat(curl_easy_strerror(rc), "; run again to resume (", part, ")"));
+  }
+  if (auto s = verify(part); !s.ok()) return s;
+  if (rename(part.c_str(), final_path.c_str()) != 0) {
+    return StoreError(absl::StrCat("cannot rename ", part, ": ", std::strerror(errno)));
+  }
+  progress.Finish();
+  return final_path;
+}
+
+}  // namespace iu

@@ -1,0 +1,639 @@
+// Unpacking a bundle in one streaming pass: a decompressor thread (zstd) feeds libarchive's tar
+// reader on this thread, which checks every member against the bundle's manifest and hands file
+// contents to a pool that hashes and writes them. Then relocation to the new prefix.
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/str_split.h"
+#include "bundle_internal.h"
+#include "inferenceutils/bundle.h"
+#include "inferenceutils/digest.h"
+#include "inferenceutils/paths.h"
+#include "inferenceutils/provision.h"
+#include "inferenceutils/python.h"
+
+namespace iu {
+namespace {
+
+using bundle_internal::Refused;
+
+constexpr uint64_t kDefaultMaxBytes = 64ull << 30;
+constexpr size_t kBlock = 1 << 20;
+constexpr size_t kSmallFile = 16 << 20;        // whole-file jobs for the pool up to this size
+constexpr uint64_t kMaxInFlight = 256ull << 20;
+
+// Decompressor thread → tar reader: a bounded queue of decompressed blocks.
+class Stream {
+ public:
+  Stream(std::string path, size_t max_blocks, uint64_t max_output, bool hash_input)
+      : path_(std::move(path)), max_blocks_(max_blocks), max_output_(max_output), hash_input_(hash_input) {}
+
+  void Start() { thread_ = std::thread([this] { Run(); }); }
+  // Stops the decompressor (when the reader gives up early) and waits for it.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  ~Stream() { Stop(); }
+
+  // The next block; false at the end or on error.
+  bool Next(std::string* block) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return !blocks_.empty() || done_; });
+    if (blocks_.empty()) return false;
+    *block = std::move(blocks_.front());
+    blocks_.pop_front();
+    cv_.notify_all();
+    return true;
+  }
+  std::string error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+  std::string input_sha256() { return input_sha_; }
+
+ private:
+  void Finish(std::string error) {
+    std::lock_guard<std::mutex> lock(mu_);
+    error_ = std::move(error);
+    done_ = true;
+    cv_.notify_all();
+  }
+  bool Push(std::string block) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return blocks_.size() < max_blocks_ || stop_; });
+    if (stop_) return false;
+    blocks_.push_back(std::move(block));
+    cv_.notify_all();
+    return true;
+  }
+  void Run() {
+    int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Finish(absl::StrCat("cannot read it: ", std::strerror(errno)));
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    ZSTD_DCtx* dctx = ZSTD_createDCtx();
+    ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);  // bounds the decoder's memory
+    Sha256 sha;
+    std::string in(ZSTD_DStreamInSize() * 8, '\0');
+    std::string error;
+    size_t last = 0;
+    uint64_t produced = 0;
+    bool any = false;
+    for (;;) {
+      ssize_t n = read(fd, in.data(), in.size());
+      if (n < 0) {
+        error = absl::StrCat("read error: ", std::strerror(errno));
+        break;
+      }
+      if (n == 0) {
+        if (!any) error = "empty file";
+        else if (last != 0) error = "truncated zstd stream (the file ends inside a frame)";
+        break;
+      }
+      any = true;
+      if (hash_input_) sha.Update(absl::string_view(in.data(), static_cast<size_t>(n)));
+      ZSTD_inBuffer ib{in.data(), static_cast<size_t>(n), 0};
+      while (ib.pos < ib.size && error.empty()) {
+        std::string out(kBlock, '\0');
+        ZSTD_outBuffer ob{out.data(), out.size(), 0};
+        last = ZSTD_decompressStream(dctx, &ob, &ib);
+        if (ZSTD_isError(last)) {
+          error = absl::StrCat("corrupt zstd data: ", ZSTD_getErrorName(last));
+          break;
+        }
+        produced += ob.pos;
+        if (produced > max_output_) {
+          error = absl::StrCat("decompresses to more than ", max_output_, " bytes (the bound)");
+          break;
+        }
+        if (ob.pos > 0) {
+          out.resize(ob.pos);
+          if (!Push(std::move(out))) {
+            error = "stopped";
+            break;
+          }
+        }
+      }
+      if (!error.empty()) break;
+    }
+    ZSTD_freeDCtx(dctx);
+    close(fd);
+    if (hash_input_ && error.empty()) input_sha_ = sha.HexDigest();
+    Finish(error);
+  }
+
+  std::string path_;
+  size_t max_blocks_;
+  uint64_t max_output_;
+  bool hash_input_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> blocks_;
+  bool done_ = false;
+  bool stop_ = false;
+  std::string error_;
+  std::string input_sha_;
+};
+
+struct ReadContext {
+  Stream* stream;
+  std::string block;
+};
+
+la_ssize_t ReadCallback(struct archive*, void* context, const void** buffer) {
+  auto* ctx = static_cast<ReadContext*>(context);
+  if (!ctx->stream->Next(&ctx->block)) {
+    *buffer = nullptr;
+    return ctx->stream->error().empty() ? 0 : -1;
+  }
+  *buffer = ctx->block.data();
+  return static_cast<la_ssize_t>(ctx->block.size());
+}
+
+// Opens a bundle for reading: decompressor + tar reader.
+struct Reader {
+  Stream stream;
+  ReadContext ctx{&stream, {}};
+  struct archive* a = nullptr;
+  Reader(const std::string& path, uint64_t max_output, bool hash_input)
+      : stream(path, 16, max_output, hash_input) {
+    stream.Start();
+    a = archive_read_new();
+    archive_read_support_format_tar(a);
+    archive_read_open(a, &ctx, nullptr, ReadCallback, nullptr);
+  }
+  ~Reader() {
+    archive_read_free(a);
+    stream.Stop();
+  }
+  // Why reading failed: the decompressor's reason if it had one, else libarchive's.
+  std::string Error() {
+    std::string e = stream.error();
+    if (!e.empty()) return e;
+    const char* s = archive_error_string(a);
+    return s ? absl::StrCat("truncated or corrupt tar (", s, ")") : "truncated or corrupt tar";
+  }
+};
+
+absl::Status ReadManifestMember(Reader& r, const std::string& bundle, nlohmann::json* manifest) {
+  struct archive_entry* e = nullptr;
+  int rc = archive_read_next_header(r.a, &e);
+  if (rc != ARCHIVE_OK) return Refused(bundle, "", absl::StrCat("cannot read the first member: ", r.Error()));
+  std::string name = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
+  if (name != kBundleManifestName) {
+    return Refused(bundle, name, absl::StrCat("the first member must be ", kBundleManifestName, " (not a bundle?)"));
+  }
+  la_int64_t size = archive_entry_size(e);
+  if (size <= 0 || static_cast<uint64_t>(size) > bundle_internal::kMaxManifestBytes) {
+    return Refused(bundle, name, absl::StrCat("size ", size, " is out of bounds"));
+  }
+  std::string text(static_cast<size_t>(size), '\0');
+  la_ssize_t got = archive_read_data(r.a, text.data(), text.size());
+  if (got != size) return Refused(bundle, name, absl::StrCat("truncated: ", r.Error()));
+  *manifest = nlohmann::json::parse(text, nullptr, false);
+  if (manifest->is_discarded() || !manifest->is_object()) return Refused(bundle, name, "not valid JSON");
+  if (manifest->value("bundle_format", 0) != kBundleFormat) {
+    return Refused(bundle, name, absl::StrCat("bundle format ", manifest->value("bundle_format", 0),
+                                              " is not ", kBundleFormat, " (packed by another inferenceutils version)"));
+  }
+  return absl::OkStatus();
+}
+
+// A safe relative path: no absolute, no "..", no empty or "." components.
+std::string UnsafePath(const std::string& path) {
+  if (path.empty()) return "empty path";
+  if (path[0] == '/') return "absolute path";
+  if (path.find('\0') != std::string::npos) return "NUL in path";
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part == "..") return "path has a '..' component";
+    if (part.empty() || part == ".") return "path has an empty or '.' component";
+  }
+  return "";
+}
+
+// Does a relative symlink target stay inside the runtime (lexically, from the link's directory)?
+bool TargetInside(const std::string& link_path, const std::string& target) {
+  if (target.empty() || target[0] == '/') return false;
+  std::vector<std::string> parts = absl::StrSplit(link_path, '/');
+  parts.pop_back();
+  for (absl::string_view p : absl::StrSplit(target, '/')) {
+    if (p.empty() || p == ".") continue;
+    if (p == "..") {
+      if (parts.empty()) return false;
+      parts.pop_back();
+    } else {
+      parts.emplace_back(p);
+    }
+  }
+  return true;
+}
+
+struct Expected {
+  char type = 'f';
+  uint64_t size = 0;
+  int mode = 0644;
+  std::string sha256;
+  std::string target;
+  std::string role;
+  bool seen = false;
+};
+
+// Hash + write jobs.
+class Writers {
+ public:
+  explicit Writers(int threads) {
+    for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Run(); });
+  }
+  ~Writers() { Wait(); }
+  void Submit(std::string member, std::string path, int mode, std::string sha, std::string data) {
+    std::unique_lock<std::mutex> lock(mu_);
+    uint64_t size = data.size();
+    cv_.wait(lock, [&] { return in_flight_ == 0 || in_flight_ + size <= kMaxInFlight; });
+    in_flight_ += size;
+    jobs_.push_back({std::move(member), std::move(path), mode, std::move(sha), std::move(data)});
+    cv_.notify_all();
+  }
+  void Wait() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      closing_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+  // The first failure: member, reason.
+  std::pair<std::string, std::string> failure() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return failure_;
+  }
+  void Fail(const std::string& member, const std::string& reason) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (failure_.first.empty()) failure_ = {member, reason};
+  }
+  bool failed() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !failure_.first.empty();
+  }
+
+ private:
+  struct Job {
+    std::string member, path;
+    int mode;
+    std::string sha, data;
+  };
+  void Run() {
+    for (;;) {
+      Job job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return !jobs_.empty() || closing_; });
+        if (jobs_.empty()) return;
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+      std::string reason = WriteFile(job);
+      std::lock_guard<std::mutex> lock(mu_);
+      in_flight_ -= job.data.size();
+      if (!reason.empty() && failure_.first.empty()) failure_ = {job.member, reason};
+      cv_.notify_all();
+    }
+  }
+  static std::string WriteFile(const Job& job) {
+    if (Sha256Hex(job.data) != job.sha) return "SHA-256 does not match the manifest";
+    int fd = open(job.path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, job.mode);
+    if (fd < 0) return absl::StrCat("cannot create it: ", std::strerror(errno));
+    size_t off = 0;
+    while (off < job.data.size()) {
+      ssize_t n = write(fd, job.data.data() + off, job.data.size() - off);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        std::string e = absl::StrCat("cannot write it: ", std::strerror(errno));
+        close(fd);
+        return e;
+      }
+      off += static_cast<size_t>(n);
+    }
+    close(fd);
+    return "";
+  }
+  std::vector<std::thread> threads_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Job> jobs_;
+  uint64_t in_flight_ = 0;
+  bool closing_ = false;
+  std::pair<std::string, std::string> failure_;
+};
+
+uint64_t MaxBytes(uint64_t given) {
+  if (given > 0) return given;
+  uint64_t v = 0;
+  const char* env = std::getenv("INFERENCEUTILS_BUNDLE_MAX_BYTES");
+  if (env && absl::SimpleAtoi(env, &v) && v > 0) return v;
+  return kDefaultMaxBytes;
+}
+
+void ReplaceStrings(nlohmann::json& j, const std::string& from, const std::string& to) {
+  if (j.is_string()) {
+    std::string s = j.get<std::string>();
+    if (absl::StrContains(s, from)) j = absl::StrReplaceAll(s, {{from, to}});
+  } else if (j.is_array() || j.is_object()) {
+    for (auto& v : j) ReplaceStrings(v, from, to);
+  }
+}
+
+std::string NowRfc3339() {
+  std::time_t now = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return buf;
+}
+
+}  // namespace
+
+absl::StatusOr<nlohmann::json> ReadBundleManifest(const std::string& path) {
+  Reader r(path, bundle_internal::kMaxManifestBytes + (1 << 20), false);
+  nlohmann::json manifest;
+  if (auto s = ReadManifestMember(r, path, &manifest); !s.ok()) return s;
+  return manifest;
+}
+
+// Checks the base Python the bundle needs; "" when this launcher's is it.
+std::string PythonMismatch(const nlohmann::json& requires_json) {
+  const nlohmann::json python = requires_json.value("python", nlohmann::json::object());
+  std::string abi = python.value("abi", ""), version = python.value("version", "");
+  std::string executable = python.value("executable", "");
+  if (abi != EmbeddedPythonAbi()) {
+    return absl::StrCat("built for Python ABI ", abi.empty() ? "?" : abi, ", this launcher embeds ", EmbeddedPythonAbi());
+  }
+  if (version != EmbeddedPythonVersion()) {
+    return absl::StrCat("built for Python ", version.empty() ? "?" : version, ", this launcher embeds Python ",
+                        EmbeddedPythonVersion());
+  }
+  if (executable != BasePythonExecutable()) {
+    return absl::StrCat("needs the base interpreter ", executable, ", this launcher's is ", BasePythonExecutable());
+  }
+  if (access(executable.c_str(), X_OK) != 0) {
+    return absl::StrCat("needs the base interpreter ", executable, ", which is missing (apt-get install python3.11)");
+  }
+  return "";
+}
+
+absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string& data_dir,
+                                      const UnpackOptions& options, Progress& progress) {
+  auto start = std::chrono::steady_clock::now();
+  const uint64_t bound = MaxBytes(options.max_bytes);
+  progress.Step("unpacking the runtime bundle");
+  // The tar stream is at most the files plus headers and padding: bound it generously.
+  Reader r(path, bound + (bound >> 3) + (256ull << 20), !options.expected_sha256.empty());
+  nlohmann::json manifest;
+  if (auto s = ReadManifestMember(r, path, &manifest); !s.ok()) return s;
+
+  // What it is and needs, before writing anything.
+  nlohmann::json requires_json = manifest.value("requires", nlohmann::json::object());
+  if (std::string why = PythonMismatch(requires_json); !why.empty()) {
+    return Refused(path, kBundleManifestName, why);
+  }
+  const std::string old_prefix = manifest.value("prefix", "");
+  if (old_prefix.empty() || old_prefix[0] != '/') return Refused(path, kBundleManifestName, "no absolute prefix recorded");
+  uint64_t claimed = 0;
+  if (!manifest.contains("total_size") || !manifest["total_size"].is_number_unsigned()) {
+    return Refused(path, kBundleManifestName, "no total_size");
+  }
+  claimed = manifest["total_size"].get<uint64_t>();
+  if (claimed > bound) {
+    return Refused(path, kBundleManifestName,
+                   absl::StrCat("claims ", claimed, " bytes unpacked, more than the bound of ", bound,
+                                " bytes (INFERENCEUTILS_BUNDLE_MAX_BYTES)"));
+  }
+  std::map<std::string, Expected> expected;
+  uint64_t sum = 0;
+  try {
+    for (const auto& f : manifest.at("files")) {
+      Expected x;
+      std::string p = f.at("path").get<std::string>();
+      std::string t = f.at("type").get<std::string>();
+      x.type = t.empty() ? '?' : t[0];
+      x.mode = f.value("mode", 0644);
+      if (x.type == 'f') {
+        x.size = f.at("size").get<uint64_t>();
+        x.sha256 = f.at("sha256").get<std::string>();
+        sum += x.size;
+      }
+      x.target = f.value("target", "");
+      x.role = f.value("role", "");
+      if (!expected.emplace(p, x).second) return Refused(path, p, "listed twice in the manifest");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Refused(path, kBundleManifestName, absl::StrCat("malformed file list: ", e.what()));
+  }
+  if (sum != claimed) {
+    return Refused(path, kBundleManifestName, absl::StrCat("file sizes add up to ", sum, ", not the claimed ", claimed));
+  }
+  if (expected.count("manifest.json") == 0) return Refused(path, kBundleManifestName, "no runtime manifest.json listed");
+
+  int threads = options.threads > 0 ? options.threads : std::min(8, bundle_internal::UsableCores());
+  Writers writers(std::max(1, threads));
+  std::set<std::string> symlinks;
+  uint64_t written = 0, last_report = 0;
+  std::string block(kBlock, '\0');
+  auto fail_now = [&](const std::string& member, const std::string& reason) {
+    writers.Wait();
+    r.stream.Stop();
+    return Refused(path, member, reason);
+  };
+
+  for (;;) {
+    struct archive_entry* e = nullptr;
+    int rc = archive_read_next_header(r.a, &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) return fail_now("(after the last complete member)", r.Error());
+    const char* raw = archive_entry_pathname(e);
+    std::string member = raw ? raw : "";
+    if (writers.failed()) break;
+    if (archive_entry_filetype(e) == AE_IFDIR && member.size() > 1 && member.back() == '/') member.pop_back();
+    if (std::string why = UnsafePath(member); !why.empty()) return fail_now(member, why);
+    mode_t type = archive_entry_filetype(e);
+    const char* hardlink = archive_entry_hardlink(e);
+    if (hardlink) {
+      std::string target = hardlink;
+      bool escapes = !UnsafePath(target).empty();
+      return fail_now(member, escapes ? absl::StrCat("hardlink to '", target, "' points outside the runtime")
+                                      : absl::StrCat("hardlink to '", target, "' (bundles hold no hardlinks)"));
+    }
+    if (type == AE_IFCHR || type == AE_IFBLK || type == AE_IFIFO || type == AE_IFSOCK) {
+      return fail_now(member, "device, fifo or socket file");
+    }
+    if (archive_entry_mode(e) & (S_ISUID | S_ISGID | S_ISVTX)) return fail_now(member, "setuid, setgid or sticky bit");
+    for (size_t slash = member.find('/'); slash != std::string::npos; slash = member.find('/', slash + 1)) {
+      if (symlinks.count(member.substr(0, slash))) return fail_now(member, "path goes through a symlink");
+    }
+    if (type == AE_IFLNK) {
+      std::string target = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+      auto it = expected.find(member);
+      bool allowed_absolute = it != expected.end() && it->second.target == target &&
+                              ((it->second.role == "launcher") ||
+                               (it->second.role == "base_python" && target == BasePythonExecutable()));
+      if (!allowed_absolute && !TargetInside(member, target)) {
+        return fail_now(member, absl::StrCat("symlink to '", target, "' points outside the runtime"));
+      }
+    }
+    auto it = expected.find(member);
+    if (it == expected.end()) return fail_now(member, "not in the manifest");
+    Expected& x = it->second;
+    if (x.seen) return fail_now(member, "duplicate member");
+    x.seen = true;
+    char actual = type == AE_IFDIR ? 'd' : type == AE_IFREG ? 'f' : type == AE_IFLNK ? 'l' : '?';
+    if (actual != x.type) return fail_now(member, absl::StrCat("type '", std::string(1, actual), "' differs from the manifest"));
+    std::string out = data_dir + "/" + member;
+    if (actual == 'd') {
+      if (mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
+        return fail_now(member, absl::StrCat("cannot create it: ", std::strerror(errno)));
+      }
+      continue;
+    }
+    if (actual == 'l') {
+      symlinks.insert(member);
+      if (x.target != (archive_entry_symlink(e) ? archive_entry_symlink(e) : "")) {
+        return fail_now(member, "symlink target differs from the manifest");
+      }
+      if (x.role == "launcher") continue;  // pointed at this launcher below
+      if (symlink(x.target.c_str(), out.c_str()) != 0) {
+        return fail_now(member, absl::StrCat("cannot create it: ", std::strerror(errno)));
+      }
+      continue;
+    }
+    la_int64_t size = archive_entry_size(e);
+    if (size < 0 || static_cast<uint64_t>(size) != x.size) {
+      return fail_now(member, absl::StrCat("size ", size, " differs from the manifest's ", x.size,
+                                           static_cast<uint64_t>(size) > x.size ? " (oversized)" : ""));
+    }
+    written += x.size;
+    if (written > claimed) return fail_now(member, "more data than the manifest claims");
+    int mode = (x.mode & 0111) ? 0755 : 0644;
+    if (x.size <= kSmallFile) {
+      std::string data(x.size, '\0');
+      size_t got = 0;
+      while (got < data.size()) {
+        la_ssize_t n = archive_read_data(r.a, data.data() + got, data.size() - got);
+        if (n <= 0) return fail_now(member, absl::StrCat("truncated: ", r.Error()));
+        got += static_cast<size_t>(n);
+      }
+      writers.Submit(member, out, mode, x.sha256, std::move(data));
+    } else {
+      int fd = open(out.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode);
+      if (fd < 0) return fail_now(member, absl::StrCat("cannot create it: ", std::strerror(errno)));
+      Sha256 sha;
+      uint64_t left = x.size;
+      while (left > 0) {
+        la_ssize_t n = archive_read_data(r.a, block.data(), std::min<uint64_t>(block.size(), left));
+        if (n <= 0) {
+          close(fd);
+          return fail_now(member, absl::StrCat("truncated: ", r.Error()));
+        }
+        sha.Update(absl::string_view(block.data(), static_cast<size_t>(n)));
+        if (write(fd, block.data(), static_cast<size_t>(n)) != n) {
+          close(fd);
+          return fail_now(member, absl::StrCat("cannot write it: ", std::strerror(errno)));
+        }
+        left -= static_cast<uint64_t>(n);
+      }
+      close(fd);
+      if (sha.HexDigest() != x.sha256) return fail_now(member, "SHA-256 does not match the manifest");
+    }
+    if (written - last_report > (64u << 20)) {
+      last_report = written;
+      progress.Detail(absl::StrCat("unpacking ", written >> 20, " / ", claimed >> 20, " MiB"));
+    }
+  }
+  writers.Wait();
+  if (auto [member, reason] = writers.failure(); !member.empty()) {
+    r.stream.Stop();
+    return Refused(path, member, reason);
+  }
+  // Drain the decompressor: trailing garbage or a broken frame after the tar's end is an error too.
+  std::string rest;
+  while (r.stream.Next(&rest)) {
+  }
+  if (std::string e = r.stream.error(); !e.empty()) return Refused(path, "", e);
+  for (const auto& [p, x] : expected) {
+    if (!x.seen) return Refused(path, p, "missing from the archive (truncated bundle?)");
+  }
+  if (!options.expected_sha256.empty() && r.stream.input_sha256() != options.expected_sha256) {
+    return Refused(path, "", absl::StrCat("SHA-256 of the file is ", r.stream.input_sha256(), ", not ",
+                                          options.expected_sha256));
+  }
+
+  // Relocation: the prefix in text files (pyvenv.cfg, bin/ script shebangs, .pth, ...).
+  progress.Step("relocating the runtime");
+  for (const auto& rel : manifest.value("relocate", nlohmann::json::object()).value("text_files", std::vector<std::string>{})) {
+    auto it = expected.find(rel);
+    if (it == expected.end() || it->second.type != 'f') return Refused(path, rel, "relocation target is not a file in the bundle");
+    std::string file = data_dir + "/" + rel;
+    absl::StatusOr<std::string> text = ReadFile(file);
+    if (!text.ok()) return text.status();
+    std::string replaced = absl::StrReplaceAll(*text, {{old_prefix, data_dir}});
+    if (auto s = WriteFileAtomic(file, replaced); !s.ok()) return s;
+    chmod(file.c_str(), (it->second.mode & 0111) ? 0755 : 0644);
+  }
+  EnsurePythonLink(data_dir, options.launcher);
+
+  // The installed manifest: where it is now, where it came from, the key it stands in for.
+  absl::StatusOr<std::string> runtime_text = ReadFile(data_dir + "/manifest.json");
+  if (!runtime_text.ok()) return runtime_text.status();
+  nlohmann::json runtime = nlohmann::json::parse(*runtime_text, nullptr, false);
+  if (runtime.is_discarded()) return Refused(path, "manifest.json", "not valid JSON");
+  ReplaceStrings(runtime, old_prefix, data_dir);
+  absl::StatusOr<Manifest> installed = Manifest::FromJson(runtime);
+  if (!installed.ok()) return Refused(path, "manifest.json", installed.status().message());
+  std::string bundle_key = installed->key;
+  std::string bundle_profile = installed->profile_key;
+  if (!options.key.empty()) installed->key = options.key;
+  if (!options.key_inputs.is_null()) installed->key_inputs = options.key_inputs;
+  if (!options.profile_key.empty()) installed->profile_key = options.profile_key;
+  if (!options.decision.is_null()) installed->decision = options.decision;
+  installed->prefix = data_dir;
+  installed->source = "bundle";
+  installed->log = "";
+  installed->build_env["bundle"] = options.origin.empty() ? path : options.origin;
+  installed->build_env["bundle_key"] = bundle_key;
+  installed->build_env["bundle_profile_key"] = bundle_profile;
+  installed->timings["unpack"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  nlohmann::json out = installed->ToJson();
+  out["bundle"] = {{"origin", options.origin.empty() ? path : options.origin},
+                   {"key", bundle_key},
+                   {"profile_key", bundle_profile},
+                   {"packed_prefix", old_prefix},
+                   {"requires", requires_json},
+                   {"unpacked", NowRfc3339()}};
+  if (auto s = WriteFileAtomic(data_dir + "/manifest.json", out.dump(2) + "\n"); !s.ok()) return s;
+  progress.Finish();
+  return installed;
+}
+
+}  // namespace iu
