@@ -98,8 +98,14 @@ std::string Human(const Facts& f, const Decision& d, const std::string& store) {
   Line(out, "location", store);
   Line(out, "facts", f.source == "cache" ? absl::StrCat("cached in ", store, "/facts.json")
                                          : absl::StrFormat("detected in %.2f ms", f.detect_ms));
-  std::vector<std::string> runtimes = RuntimeDirs(store);
-  Line(out, "runtimes", runtimes.empty() ? "(none)" : absl::StrJoin(runtimes, " "));
+  const nlohmann::json runtimes = InfoJson(f, d, store)["store"]["runtimes"];
+  if (runtimes.empty()) Line(out, "runtimes", "(none)");
+  for (size_t i = 0; i < runtimes.size(); ++i) {
+    const auto& r = runtimes[i];
+    Line(out, i == 0 ? "runtimes" : "",
+         absl::StrCat(r["name"].get<std::string>(), " ", r.value("backend", "?"), " ", r.value("source", ""),
+                      r["matches"].get<bool>() ? " (matches this machine)" : " (made for another profile)"));
+  }
   return out;
 }
 

@@ -1,5 +1,7 @@
 #include "info_json.h"
 
+#include "inferenceutils/store.h"
+
 #include <dirent.h>
 
 #include <algorithm>
@@ -22,9 +24,21 @@ std::vector<std::string> RuntimeDirs(const std::string& store) {
 }
 
 nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std::string& store) {
+  // The runtime state: what the store holds, and whether each runtime was made for this
+  // machine's current decision (its profile key).
   nlohmann::json runtimes = nlohmann::json::array();
-  for (const std::string& name : RuntimeDirs(store)) {
-    runtimes.push_back({{"name", name}, {"path", store + "/runtimes/" + name}});
+  for (const RuntimeEntry& entry : Store(store).List()) {
+    nlohmann::json row = {{"name", entry.key}, {"path", entry.path}};
+    if (entry.manifest.ok()) {
+      row["backend"] = entry.manifest->backend;
+      row["source"] = entry.manifest->source;
+      row["profile_key"] = entry.manifest->profile_key;
+      row["matches"] = entry.manifest->profile_key == decision.profile_key;
+    } else {
+      row["error"] = std::string(entry.manifest.status().message());
+      row["matches"] = false;
+    }
+    runtimes.push_back(row);
   }
   return {
       {"schema_version", kInfoSchemaVersion},

@@ -229,7 +229,10 @@ std::string HardwareProblem(const std::string& backend, const Facts& facts, Chec
     const NvidiaFacts& nv = facts.nvidia;
     std::string notes = absl::StrJoin(nv.notes, "; ");
     if (nv.api.empty()) {
-      if (!nv.driver_present && nv.notes.size() <= 1) return "no NVIDIA driver (/proc/driver/nvidia/version absent)";
+      // No driver and nothing else tried (nvcc notes are about the toolkit, not the driver).
+      for (const std::string& note : nv.notes) {
+        if (!nv.driver_present && absl::StartsWith(note, "no NVIDIA driver")) return note;
+      }
       return absl::StrCat(nv.driver_present ? absl::StrCat("NVIDIA driver ", nv.driver_version, " present but ")
                                             : std::string(),
                           "the driver API is unusable: ", notes);

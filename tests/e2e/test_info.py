@@ -149,12 +149,30 @@ def test_unwritable_store_still_reports(tmp_path):
     assert doc["facts"]["source"] == "detected"
 
 
+def _fake_runtime(store, key, profile_key):
+    """A store entry as the store lays it out: runtimes/KEY -> ../data/KEY.1.0/ with a manifest."""
+    data = store / "data" / f"{key}.1.0"
+    data.mkdir(parents=True)
+    (data / "manifest.json").write_text(json.dumps({
+        "format": 1, "key": key, "source": "build", "prefix": str(data),
+        "python": {"version": "3.11.2", "abi": "cp311", "base_prefix": "/usr"},
+        "backend": "cpu", "profile_key": profile_key, "requirements": [], "preload": [], "sys_path": []}))
+    (store / "runtimes").mkdir(exist_ok=True)
+    (store / "runtimes" / key).symlink_to(f"../data/{key}.1.0")
+
+
 def test_runtimes_section_lists_store_runtimes(tmp_path):
     env = clean_env(tmp_path)
-    (tmp_path / "store" / "runtimes" / "cpu-0123456789abcdef").mkdir(parents=True)
-    doc = info_json(env)
-    assert [r["name"] for r in doc["store"]["runtimes"]] == ["cpu-0123456789abcdef"]
-    assert "cpu-0123456789abcdef" in run(["info"], env, check_rc=0).stdout
+    profile = info_json(env)["decision"]["profile_key"]
+    _fake_runtime(tmp_path / "store", "cpu-0123456789abcdef", profile)
+    _fake_runtime(tmp_path / "store", "cuda-fedcba9876543210", "cuda-elsewhere")
+    rows = {r["name"]: r for r in info_json(env)["store"]["runtimes"]}
+    assert sorted(rows) == ["cpu-0123456789abcdef", "cuda-fedcba9876543210"]
+    assert rows["cpu-0123456789abcdef"]["matches"] is True and rows["cpu-0123456789abcdef"]["source"] == "build"
+    assert rows["cuda-fedcba9876543210"]["matches"] is False
+    out = run(["info"], env, check_rc=0).stdout
+    assert "cpu-0123456789abcdef cpu build (matches this machine)" in out
+    assert "cuda-fedcba9876543210 cpu build (made for another profile)" in out
 
 
 def test_bad_argument_is_a_usage_error(tmp_path):

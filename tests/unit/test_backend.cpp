@@ -161,6 +161,17 @@ TEST_CASE("the driver's failure reaches the reasons") {
   CHECK(AnyContains(d->reasons, "NVIDIA driver 580.159.03 present but the driver API is unusable: cuInit failed"));
 }
 
+TEST_CASE("no driver is named as such even when the toolkit added its own note") {
+  Facts f = CpuMachine();
+  f.nvidia.nvcc_path = "/usr/local/cuda/bin/nvcc";
+  f.nvidia.notes = {"nvcc at /usr/local/cuda/bin/nvcc: version unknown (no version.json)",
+                    "no NVIDIA driver (/proc/driver/nvidia/version absent)"};
+  auto d = Decide(f, "", kTable);
+  REQUIRE(d.ok());
+  CHECK(d->backend == "cpu");
+  CHECK(AnyContains(d->reasons, "cuda not usable: no NVIDIA driver (/proc/driver/nvidia/version absent)"));
+}
+
 TEST_CASE("profile key: only decision-relevant facts") {
   Facts base = CudaMachine();
   std::string key = Decide(base, "", kTable)->profile_key;
