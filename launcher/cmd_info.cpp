@@ -15,6 +15,8 @@
 #include "inferenceutils/hardware.h"
 #include "inferenceutils/paths.h"
 #include "info_json.h"
+#include "inferenceutils/bundle.h"
+#include "selection.h"
 
 namespace iu {
 namespace {
@@ -27,6 +29,45 @@ void Line(std::string& out, const std::string& label, const std::string& value) 
 
 void Notes(std::string& out, const std::vector<std::string>& notes) {
   for (const std::string& note : notes) Line(out, "", absl::StrCat("note: ", note));
+}
+
+// The bundles the runtime this invocation needs could come from, and which one would be used.
+nlohmann::json BundlesSection(const Invocation& invocation) {
+  absl::StatusOr<Selection> s = Select(invocation, std::nullopt);
+  if (!s.ok()) return {{"error", std::string(s.status().message())}};
+  BundleTarget target{s->key, s->request.key_inputs, s->decision.backend};
+  nlohmann::json doc = ExplainBundles(ProvisionOptionsFor(invocation.options).bundles, s->request.assets_dir, target,
+                                      s->facts);
+  doc["runtime_key"] = s->key;
+  return doc;
+}
+
+void HumanBundles(std::string& out, const nlohmann::json& b) {
+  out += "\nBundles\n";
+  if (b.contains("error")) {
+    Line(out, "error", b["error"].get<std::string>());
+    return;
+  }
+  Line(out, "for", absl::StrCat("runtime ", b["runtime_key"].get<std::string>()));
+  const auto& sources = b["sources"];
+  std::vector<std::string> names;
+  for (const auto& f : sources["--bundle"]) names.push_back(absl::StrCat("--bundle ", f.get<std::string>()));
+  if (!sources["INFERENCEUTILS_BUNDLES"].get<std::string>().empty()) {
+    names.push_back(absl::StrCat("INFERENCEUTILS_BUNDLES=", sources["INFERENCEUTILS_BUNDLES"].get<std::string>()));
+  }
+  if (!sources["assets"].get<std::string>().empty()) names.push_back(sources["assets"].get<std::string>());
+  Line(out, "sources", names.empty() ? "(none)" : absl::StrJoin(names, ", "));
+  const auto& rows = b["candidates"];
+  if (rows.empty()) Line(out, "seen", "(no bundles: the runtime is built)");
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
+    std::string verdict = r["chosen"].get<bool>() ? "chosen"
+                          : r.contains("rejected") ? absl::StrCat("rejected: ", r["rejected"].get<std::string>())
+                                                   : "usable, another ranks higher";
+    Line(out, i == 0 ? "seen" : "",
+         absl::StrCat(r["location"].get<std::string>(), " (", r["backend"].get<std::string>(), "): ", verdict));
+  }
+  for (const auto& note : b["notes"]) Line(out, "", absl::StrCat("note: ", note.get<std::string>()));
 }
 
 std::string Human(const Facts& f, const Decision& d, const std::string& store) {
@@ -130,11 +171,15 @@ absl::StatusOr<int> CmdInfo(const Invocation& invocation) {
   absl::StatusOr<Decision> decision = Decide(facts, backend, AssetsDir() + "/backends.toml");
   if (!decision.ok()) return decision.status();
 
+  nlohmann::json bundles = BundlesSection(invocation);
   if (json) {
     nlohmann::json doc = InfoJson(facts, *decision, store);
+    doc["bundles"] = bundles;
     std::fputs((doc.dump(2) + "\n").c_str(), stdout);
   } else {
-    std::fputs(Human(facts, *decision, store).c_str(), stdout);
+    std::string out = Human(facts, *decision, store);
+    HumanBundles(out, bundles);
+    std::fputs(out.c_str(), stdout);
   }
   return 0;
 }

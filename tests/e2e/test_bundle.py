@@ -144,6 +144,17 @@ def test_selection_prefers_the_highest_isa_this_cpu_has(packed, tmp_path):
     env = clean_env(tmp_path, INFERENCEUTILS_BUNDLES=shelf)
     if json.loads(run(["info", "--json"], env, check_rc=0).stdout)["facts"]["cpu"]["arch"] != "x86_64":
         pytest.skip("x86-64 ISA levels")
+    # info explains the choice before anything is installed ...
+    doc = json.loads(run(["--spec", spec, "info", "--json"], env, check_rc=0).stdout)["bundles"]
+    assert doc["chosen"] == str(shelf / "b-v2.tar.zst")
+    rows = {Path(r["location"]).name: r for r in doc["candidates"]}
+    assert rows["b-v2.tar.zst"]["chosen"] and not rows["a-v1.tar.zst"]["chosen"]
+    assert "no_such_feature" in rows["c-odd.tar.zst"]["rejected"]
+    human = run(["--spec", spec, "info"], env, check_rc=0).stdout
+    assert f"{shelf / 'b-v2.tar.zst'} (cpu): chosen" in human
+    assert f"{shelf / 'd-gpu.tar.zst'} (cuda): rejected: built for the cuda backend" in human
+    assert runtime_dirs(tmp_path / "store")["runtimes"] == {}
+    # ... and --verbose explains it while it installs
     proc = start(tmp_path, spec, "--verbose", "--no-build", env=env)
     assert installed_manifest(tmp_path, env)["build_env"]["bundle"] == str(shelf / "b-v2.tar.zst")
     assert "needs CPU feature no_such_feature" in proc.stderr
