@@ -79,6 +79,29 @@ constexpr char kRuntime[] = R"(usage: inferenceutils [OPTIONS] runtime SUBCOMMAN
   rebuild                       build the selected runtime again
   remove KEY                    delete a runtime (running launchers keep working)
   prune [--unused-for DAYS] [--not-matching]
+                                delete runtimes unused for DAYS, or made for another machine
+  pack [KEY] -o FILE.tar.zst [--level N] [--threads N] [--isa LEVEL] [--min-cuda X.Y]
+                                a prebuilt bundle of a runtime (default: the selected one)
+  pack --index DIR              write DIR/index.json, for serving DIR's bundles over HTTP
+)";
+
+constexpr char kDoctor[] = R"(usage: inferenceutils [OPTIONS] doctor [--json]
+
+Starts the runtime this machine and spec select, runs its preload, and reports: the runtime (key,
+built or from a bundle), the backend the native library initialised, every shared object loaded
+with its path (from the dynamic loader), libraries loaded twice or from outside the runtime and
+the system paths, and variables that change library loading (LD_LIBRARY_PATH, LD_PRELOAD,
+CUDA_VISIBLE_DEVICES). Each finding comes with a fix. Exit 0 when healthy, 1 when it finds a
+problem (docs/libraries.md).
+)";
+
+constexpr char kKernel[] = R"(usage: inferenceutils [OPTIONS] kernel install [--name NAME] [--display-name TEXT] [--user | --prefix DIR]
+       inferenceutils kernel list [--json]
+       inferenceutils kernel remove NAME [--user | --prefix DIR]
+
+A Jupyter kernel that starts ipykernel through this launcher, in the runtime selected by the
+options given before `kernel` (kept in the kernel's argv). Default: system-wide in
+/usr/local/share/jupyter; --user: $JUPYTER_DATA_DIR or ~/.local/share/jupyter (docs/python.md).
 )";
 
 }  // namespace
@@ -89,6 +112,8 @@ std::string HelpText(const std::string& topic) {
   if (topic == "repl") return kRepl;
   if (topic == "info") return kInfo;
   if (topic == "runtime") return kRuntime;
+  if (topic == "doctor") return kDoctor;
+  if (topic == "kernel") return kKernel;
   if (topic == "help") return "usage: inferenceutils help [COMMAND]\n";
   return {};
 }
