@@ -3,11 +3,24 @@
 #include "inferenceutils/lock.h"
 #include "inferenceutils/provision.h"
 
+#include <utility>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
 namespace iu {
 namespace {
+
+// The last step of a build or an unpack into `data_dir`: publish it as `key`, or, when that step
+// failed (or publishing does), remove every file of it.
+absl::StatusOr<Manifest> PublishOrDiscard(const Store& store, const std::string& key, const std::string& data_dir,
+                                          absl::StatusOr<Manifest> manifest) {
+  if (manifest.ok()) {
+    if (auto status = store.Publish(key, data_dir); !status.ok()) manifest = status;
+  }
+  if (!manifest.ok()) RemoveTree(data_dir);
+  return manifest;
+}
 
 // Under the key's lock: the best matching bundle unpacked into a fresh data directory and
 // published. nullopt-like NotFound when no bundle matches (`why` says what was seen).
@@ -59,15 +72,7 @@ absl::StatusOr<Manifest> TryBundles(const Store& store, const BuildRequest& requ
   unpack.expected_sha256 = downloaded ? "" : chosen.sha256;
   absl::StatusOr<Manifest> manifest = UnpackBundle(*local, *data_dir, unpack, progress);
   progress.Finish();
-  if (!manifest.ok()) {
-    RemoveTree(*data_dir);
-    return manifest.status();
-  }
-  if (auto status = store.Publish(request.key, *data_dir); !status.ok()) {
-    RemoveTree(*data_dir);
-    return status;
-  }
-  return manifest;
+  return PublishOrDiscard(store, request.key, *data_dir, std::move(manifest));
 }
 
 }  // namespace
@@ -114,15 +119,7 @@ absl::StatusOr<Manifest> EnsureRuntime(const Store& store, const BuildRequest& r
   if (!data_dir.ok()) return data_dir.status();
   absl::StatusOr<Manifest> manifest = BuildRuntime(store, request, *data_dir, progress);
   progress.Finish();
-  if (!manifest.ok()) {
-    RemoveTree(*data_dir);
-    return manifest.status();
-  }
-  if (auto status = store.Publish(request.key, *data_dir); !status.ok()) {
-    RemoveTree(*data_dir);
-    return status;
-  }
-  return manifest;
+  return PublishOrDiscard(store, request.key, *data_dir, std::move(manifest));
 }
 
 }  // namespace iu
