@@ -1,6 +1,11 @@
 // Downloads with libcurl: a bundle index (small, in memory) and bundles (to the store's cache,
 // resuming a partial download, with a timeout, checked against their SHA-256 before use).
+//
+// libcurl is opened with dlopen on the first download, not linked: linked, it and its ~35
+// dependencies (TLS, Kerberos, LDAP, ICU, ...) cost every start of the launcher milliseconds in
+// the dynamic loader, and only a bundle download needs it.
 #include <curl/curl.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <type_traits>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -20,9 +26,42 @@
 namespace iu {
 namespace {
 
-void GlobalInit() {
+struct CurlApi {
+  CURLcode (*global_init)(long);
+  CURL* (*easy_init)();
+  CURLcode (*easy_setopt)(CURL*, CURLoption, ...);
+  CURLcode (*easy_perform)(CURL*);
+  CURLcode (*easy_getinfo)(CURL*, CURLINFO, ...);
+  void (*easy_cleanup)(CURL*);
+  const char* (*easy_strerror)(CURLcode);
+};
+
+// libcurl, loaded once; an error names the library and the package that provides it.
+absl::StatusOr<const CurlApi*> Curl() {
+  static CurlApi api;
+  static std::string error;
   static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  std::call_once(once, [] {
+    void* lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
+    if (!lib) {
+      error = absl::StrCat("cannot load libcurl.so.4 (", dlerror(), "); install libcurl4 to download bundles");
+      return;
+    }
+    auto bind = [&](auto& fn, const char* name) {
+      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
+      if (!fn && error.empty()) error = absl::StrCat("libcurl.so.4 lacks ", name);
+    };
+    bind(api.global_init, "curl_global_init");
+    bind(api.easy_init, "curl_easy_init");
+    bind(api.easy_setopt, "curl_easy_setopt");
+    bind(api.easy_perform, "curl_easy_perform");
+    bind(api.easy_getinfo, "curl_easy_getinfo");
+    bind(api.easy_cleanup, "curl_easy_cleanup");
+    bind(api.easy_strerror, "curl_easy_strerror");
+    if (error.empty()) api.global_init(CURL_GLOBAL_DEFAULT);
+  });
+  if (!error.empty()) return WithExit(absl::UnavailableError(error), kExitBundle);
+  return &api;
 }
 
 long TimeoutSeconds() {
@@ -70,16 +109,16 @@ int OnProgress(void* p, curl_off_t total, curl_off_t now, curl_off_t, curl_off_t
   return 0;
 }
 
-void CommonOptions(CURL* curl, const std::string& url) {
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
+void CommonOptions(const CurlApi& c, CURL* curl, const std::string& url) {
+  c.easy_setopt(curl, CURLOPT_URL, url.c_str());
+  c.easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+  c.easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+  c.easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
   // A stalled transfer (under 1 byte/s for the timeout) is abandoned; the partial file stays.
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, TimeoutSeconds());
-  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl, CURLOPT_USERAGENT, "inferenceutils");
+  c.easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  c.easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, TimeoutSeconds());
+  c.easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  c.easy_setopt(curl, CURLOPT_USERAGENT, "inferenceutils");
 }
 
 absl::Status DownloadError(const std::string& url, const std::string& why) {
@@ -89,18 +128,20 @@ absl::Status DownloadError(const std::string& url, const std::string& why) {
 }  // namespace
 
 absl::StatusOr<std::string> HttpGetSmall(const std::string& url) {
-  GlobalInit();
-  CURL* curl = curl_easy_init();
+  absl::StatusOr<const CurlApi*> api = Curl();
+  if (!api.ok()) return api.status();
+  const CurlApi& c = **api;
+  CURL* curl = c.easy_init();
   std::string body;
-  CommonOptions(curl, url);
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendString);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, TimeoutSeconds());
-  CURLcode rc = curl_easy_perform(curl);
+  CommonOptions(c, curl, url);
+  c.easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendString);
+  c.easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  c.easy_setopt(curl, CURLOPT_TIMEOUT, TimeoutSeconds());
+  CURLcode rc = c.easy_perform(curl);
   long status = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(curl);
-  if (rc != CURLE_OK) return DownloadError(url, curl_easy_strerror(rc));
+  c.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  c.easy_cleanup(curl);
+  if (rc != CURLE_OK) return DownloadError(url, c.easy_strerror(rc));
   if (status >= 400) return DownloadError(url, absl::StrCat("HTTP ", status));
   return body;
 }
@@ -108,7 +149,9 @@ absl::StatusOr<std::string> HttpGetSmall(const std::string& url) {
 absl::StatusOr<std::string> FetchBundle(const Store& store, const BundleCandidate& candidate, Progress& progress) {
   const std::string& url = candidate.location;
   if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return url;
-  GlobalInit();
+  absl::StatusOr<const CurlApi*> api = Curl();
+  if (!api.ok()) return api.status();
+  const CurlApi& c = **api;
   std::string dir = store.root() + "/cache/bundles";
   if (auto s = MakeDirs(dir, "set INFERENCEUTILS_HOME to a writable directory"); !s.ok()) return s;
   std::string name = url.substr(url.find_last_of('/') + 1);
@@ -140,22 +183,22 @@ absl::StatusOr<std::string> FetchBundle(const Store& store, const BundleCandidat
   curl_off_t offset = stat(part.c_str(), &st) == 0 ? st.st_size : 0;
   int fd = open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return StoreError(absl::StrCat("cannot write ", part, ": ", std::strerror(errno)));
-  CURL* curl = curl_easy_init();
-  CommonOptions(curl, url);
+  CURL* curl = c.easy_init();
+  CommonOptions(c, curl, url);
   if (offset > 0) {
     progress.Note(absl::StrCat("resuming the download of ", name, " at ", offset >> 20, " MiB"));
-    curl_easy_setopt(curl, CURLOPT_RESUME_FROM_LARGE, offset);
+    c.easy_setopt(curl, CURLOPT_RESUME_FROM_LARGE, offset);
   }
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendFile);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &fd);
+  c.easy_setopt(curl, CURLOPT_WRITEFUNCTION, AppendFile);
+  c.easy_setopt(curl, CURLOPT_WRITEDATA, &fd);
   ProgressContext ctx{&progress, name, offset};
-  curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
-  curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &ctx);
-  curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-  CURLcode rc = curl_easy_perform(curl);
+  c.easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
+  c.easy_setopt(curl, CURLOPT_XFERINFODATA, &ctx);
+  c.easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+  CURLcode rc = c.easy_perform(curl);
   long status = 0;
-  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
-  curl_easy_cleanup(curl);
+  c.easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  c.easy_cleanup(curl);
   close(fd);
   if (offset > 0 && (rc == CURLE_RANGE_ERROR || (status == 200 && rc == CURLE_OK))) {
     // The server ignored the range and sent the whole file after what we had: start over.
@@ -169,7 +212,7 @@ absl::StatusOr<std::string> FetchBundle(const Store& store, const BundleCandidat
     return DownloadError(url, absl::StrCat("HTTP ", status));
   }
   if (rc != CURLE_OK) {
-    return DownloadError(url, absl::StrCat(curl_easy_strerror(rc), "; run again to resume (", part, ")"));
+    return DownloadError(url, absl::StrCat(c.easy_strerror(rc), "; run again to resume (", part, ")"));
   }
   if (auto s = verify(part); !s.ok()) return s;
   if (rename(part.c_str(), final_path.c_str()) != 0) {

@@ -354,3 +354,11 @@ def test_truncated_and_corrupt_bundles_are_refused(packed, tmp_path):
     cut.write_bytes(bundle.read_bytes()[:-100])
     (tmp_path / "d").mkdir()
     _refused(tmp_path / "d", spec, cut, "truncated")
+
+
+def test_the_launcher_loads_libcurl_only_for_a_download():
+    # Linked, libcurl and its ~35 dependencies cost every start milliseconds in the dynamic loader;
+    # it is opened with dlopen by the first download (test_download_... above exercises that).
+    needed = subprocess.run(["readelf", "-d", str(BIN)], capture_output=True, text=True, check=True).stdout
+    libs = [line.split("[")[1].rstrip("]") for line in needed.splitlines() if "(NEEDED)" in line]
+    assert libs and not [lib for lib in libs if lib.startswith(("libcurl", "libgnutls", "libssl", "libxml2"))], libs
