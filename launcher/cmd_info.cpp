@@ -35,11 +35,8 @@ void Notes(std::string& out, const std::vector<std::string>& notes) {
 nlohmann::json BundlesSection(const Invocation& invocation) {
   absl::StatusOr<Selection> s = Select(invocation, std::nullopt);
   if (!s.ok()) return {{"error", std::string(s.status().message())}};
-  BundleTarget target{s->key, s->request.key_inputs, s->decision.backend};
-  nlohmann::json doc = ExplainBundles(ProvisionOptionsFor(invocation.options).bundles, s->request.assets_dir, target,
-                                      s->facts);
-  doc["runtime_key"] = s->key;
-  return doc;
+  return BundlesJson(ProvisionOptionsFor(invocation.options).bundles,
+                     BundleTarget{s->key, s->request.key_inputs, s->decision.backend}, s->facts);
 }
 
 void HumanBundles(std::string& out, const nlohmann::json& b) {

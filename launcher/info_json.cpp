@@ -49,4 +49,11 @@ nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std:
   };
 }
 
+nlohmann::json BundlesJson(const std::vector<std::string>& explicit_bundles, const BundleTarget& target,
+                           const Facts& facts) {
+  nlohmann::json doc = ExplainBundles(explicit_bundles, AssetsDir(), target, facts);
+  doc["runtime_key"] = target.key;
+  return doc;
+}
+
 }  // namespace iu

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "inferenceutils/backend.h"
+#include "inferenceutils/bundle.h"
 #include "inferenceutils/hardware.h"
 #include "nlohmann/json.hpp"
 
@@ -18,5 +19,10 @@ std::vector<std::string> RuntimeDirs(const std::string& store);
 
 // {schema_version, launcher_version, facts, decision, store: {root, facts_cache, runtimes}}.
 nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std::string& store);
+
+// The document's "bundles" section: where the runtime `target` could come from (--bundle files,
+// INFERENCEUTILS_BUNDLES, <assets>/bundles), each bundle seen with why it is chosen or rejected.
+nlohmann::json BundlesJson(const std::vector<std::string>& explicit_bundles, const BundleTarget& target,
+                           const Facts& facts);
 
 }  // namespace iu

@@ -29,7 +29,13 @@ std::string StoreOf(const std::string& prefix, const LauncherOptions& options) {
 
 std::string InfoDocument(const std::shared_ptr<const Manifest>& manifest, const LauncherOptions& options,
                          const Selection* selection) {
-  if (selection) return InfoJson(selection->facts, selection->decision, selection->store.root()).dump();
+  if (selection) {
+    nlohmann::json doc = InfoJson(selection->facts, selection->decision, selection->store.root());
+    doc["bundles"] = BundlesJson(ProvisionOptionsFor(options).bundles,
+                                 BundleTarget{selection->key, selection->request.key_inputs, selection->decision.backend},
+                                 selection->facts);
+    return doc.dump();
+  }
   // Started as <runtime>/bin/python: what `info --json` would say, from the facts cache.
   std::string store = StoreOf(manifest->prefix, options);
   Facts facts = LoadOrDetectFacts(store, DetectOptionsFromEnv());
@@ -39,12 +45,12 @@ std::string InfoDocument(const std::shared_ptr<const Manifest>& manifest, const 
     // The parent launcher was told a backend (--backend): describe the one this runtime has.
     if (absl::StatusOr<Decision> forced = Decide(facts, manifest->backend, table); forced.ok()) decision = forced;
   }
-  if (!decision.ok()) {
-    nlohmann::json doc = InfoJson(facts, Decision(), store);
-    doc["decision"] = manifest->decision;
-    return doc.dump();
-  }
-  return InfoJson(facts, *decision, store).dump();
+  nlohmann::json doc = InfoJson(facts, decision.ok() ? *decision : Decision(), store);
+  if (!decision.ok()) doc["decision"] = manifest->decision;
+  // The runtime in use is the one its bundles would be for.
+  doc["bundles"] = BundlesJson(ProvisionOptionsFor(options).bundles,
+                               BundleTarget{manifest->key, manifest->key_inputs, manifest->backend}, facts);
+  return doc.dump();
 }
 
 std::string RuntimeDocument(const std::shared_ptr<const Manifest>& manifest, const Selection* selection) {
