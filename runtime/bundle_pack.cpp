@@ -329,10 +329,20 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
   ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_checksumFlag, 1);
   // Always >= 1 worker: zstd's multi-threaded output does not depend on the worker count, so the
   // bytes are the same on any machine.
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_nbWorkers, options.threads > 0 ? options.threads : cores);
+  size_t workers = ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_nbWorkers, options.threads > 0 ? options.threads : cores);
+  if (ZSTD_isError(workers)) {
+    ZSTD_freeCCtx(sink.cctx);
+    close(sink.fd);
+    unlink(tmp.c_str());
+    return WithExit(absl::FailedPreconditionError(absl::StrCat(
+                        "the zstd library has no multi-threading (", ZSTD_getErrorName(workers),
+                        "); link inferenceutils against a libzstd built with it (Debian's libzstd.so.1)")),
+                    kExitInternal);
+  }
 
   struct archive* a = archive_write_new();
   archive_write_set_format_pax_restricted(a);
+  archive_write_set_bytes_per_block(a, 1 << 20);  // large writes into zstd: fewer, cheaper calls
   archive_write_set_bytes_in_last_block(a, 1);
   archive_write_open2(a, &sink, nullptr, WriteCallback, nullptr, nullptr);
   absl::Status failure;
