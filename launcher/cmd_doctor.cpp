@@ -2,9 +2,11 @@
 // preload, then report what the dynamic loader actually loaded and from where, the backend the
 // native library initialised, the environment that changes library loading, and findings with
 // one-line fixes. Exit 0 when no finding is an error, 1 when one is (docs/libraries.md).
-// Also ReportLibraryConflicts, for `run --check-conflicts`.
+// Also ReportLibraryConflicts, for `run --check-conflicts`, and ReportOtherCopiesUsed, after every
+// `run`: objects of the runtime that got another copy of a library than their own.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -180,6 +182,9 @@ absl::StatusOr<int> CmdDoctor(const Invocation& invocation) {
   check.runtime_prefix = prefix;
   check.system_dirs = SystemLibraryDirs();
   check.loaded = DescribeLoaded(result["loaded"].get<std::vector<std::string>>());
+  std::vector<std::string> resolved;
+  for (const auto& object : check.loaded) resolved.push_back(object.path);
+  check.own = OwnCopies(resolved, prefix);
   check.shipped = ShippedLibraries(prefix);
   check.env = LoaderEnvironment();
 
@@ -215,15 +220,35 @@ absl::StatusOr<int> CmdDoctor(const Invocation& invocation) {
   return HasProblems(report.findings) ? 1 : 0;
 }
 
-void ReportLibraryConflicts(const std::string& runtime_prefix) {
+namespace {
+
+// This process's loaded objects, checked against the runtime at `runtime_prefix`.
+LibraryCheck CheckOfThisProcess(const std::string& runtime_prefix) {
   std::vector<std::string> paths;
   for (const auto& library : LoadedLibraries()) paths.push_back(library.path);
   LibraryCheck check;
   check.runtime_prefix = ResolvedPath(runtime_prefix);
   check.system_dirs = SystemLibraryDirs();
   check.loaded = DescribeLoaded(paths);
-  check.shipped = ShippedLibraries(check.runtime_prefix);
+  std::vector<std::string> resolved;
+  for (const auto& object : check.loaded) resolved.push_back(object.path);
+  check.own = OwnCopies(resolved, check.runtime_prefix);
   check.env = LoaderEnvironment();
+  return check;
+}
+
+void PrintFindings(const std::vector<Finding>& findings) {
+  for (const auto& finding : findings) {
+    std::fprintf(stderr, "inferenceutils: %s: %s\n  fix: %s\n", finding.severity.c_str(), finding.message.c_str(),
+                 finding.fix.c_str());
+  }
+}
+
+}  // namespace
+
+void ReportLibraryConflicts(const std::string& runtime_prefix) {
+  LibraryCheck check = CheckOfThisProcess(runtime_prefix);
+  check.shipped = ShippedLibraries(check.runtime_prefix);
   std::vector<Finding> findings = CheckLibraries(check);
   std::fflush(stdout);
   if (findings.empty()) {
@@ -233,10 +258,35 @@ void ReportLibraryConflicts(const std::string& runtime_prefix) {
   }
   std::fprintf(stderr, "inferenceutils: check-conflicts: %zu shared objects loaded; %zu finding%s\n", check.loaded.size(),
                findings.size(), findings.size() == 1 ? "" : "s");
-  for (const auto& finding : findings) {
-    std::fprintf(stderr, "inferenceutils: %s: %s\n  fix: %s\n", finding.severity.c_str(), finding.message.c_str(),
-                 finding.fix.c_str());
+  PrintFindings(findings);
+}
+
+void ReportOtherCopiesUsed(const std::string& runtime_prefix) {
+  // The common case costs one realpath per loaded object and one dynamic section per object of
+  // the runtime that has a run path: stop there when every such object got its own copies.
+  std::string prefix = ResolvedPath(runtime_prefix);
+  std::vector<std::string> resolved;
+  for (const auto& library : LoadedLibraries()) {
+    if (library.path.find('/') != std::string::npos) resolved.push_back(ResolvedPath(library.path));
   }
+  std::vector<OwnCopy> own = OwnCopies(resolved, prefix);
+  std::sort(resolved.begin(), resolved.end());
+  bool all_used = std::all_of(own.begin(), own.end(), [&](const OwnCopy& copy) {
+    return std::binary_search(resolved.begin(), resolved.end(), copy.path);
+  });
+  if (all_used) return;
+  LibraryCheck check = CheckOfThisProcess(runtime_prefix);
+  // A system copy in use (libz, libstdc++... loaded by the launcher or Python first) is the normal
+  // case for a wheel that ships its own: doctor and --check-conflicts show those, not every run.
+  std::vector<Finding> findings;
+  for (auto& finding : CheckResolutions(check)) {
+    if (LibraryOrigin(finding.paths.back(), check.runtime_prefix, check.system_dirs) != "system") {
+      findings.push_back(std::move(finding));
+    }
+  }
+  if (findings.empty()) return;
+  std::fflush(stdout);
+  PrintFindings(findings);
 }
 
 }  // namespace iu

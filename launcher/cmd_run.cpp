@@ -1,5 +1,9 @@
 // run / repl / python mode: select the runtime, provision it if needed, start Python inside it.
+#include <unistd.h>
+
+#include <cstdlib>
 #include <optional>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "commands.h"
@@ -23,6 +27,27 @@ void UseRuntime(const Manifest& manifest, InterpreterConfig& config) {
   config.executable = manifest.prefix + "/bin/python";
   config.preload = manifest.preload;
   config.libraries = manifest.libraries;
+}
+
+// After the program, however it ends (returning, or sys.exit(), where CPython's Py_Exit calls
+// exit() itself): what the libraries its imports needed resolved to (docs/libraries.md).
+// Only in the launcher's own process: a child of os.fork() that exits through exit() says nothing.
+struct AfterProgram {
+  std::string runtime_prefix;
+  bool check_conflicts = false;
+  bool armed = false;
+  pid_t pid = 0;
+};
+AfterProgram g_after;
+
+void ReportAfterProgram() {
+  if (!g_after.armed || g_after.pid != getpid()) return;
+  g_after.armed = false;
+  if (g_after.check_conflicts) {
+    ReportLibraryConflicts(g_after.runtime_prefix);
+  } else {
+    ReportOtherCopiesUsed(g_after.runtime_prefix);
+  }
 }
 
 }  // namespace
@@ -64,8 +89,11 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
   EnsurePythonLink(manifest->prefix, selection->request.launcher);
   UseRuntime(*manifest, config);
   AttachPythonFace(invocation.options, *manifest, &*selection, config);
+  g_after = {manifest->prefix, invocation.options.check_conflicts, true, getpid()};
+  static const bool registered = std::atexit(ReportAfterProgram) == 0;
+  (void)registered;
   absl::StatusOr<int> status = RunPython(config);
-  if (invocation.options.check_conflicts && status.ok()) ReportLibraryConflicts(manifest->prefix);
+  if (!status.ok()) g_after.armed = false;  // the program did not run (a preload failed)
   return status;
 }
 

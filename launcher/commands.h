@@ -28,6 +28,9 @@ std::optional<absl::StatusOr<int>> MaybeRunApp(int argc, char** argv);
 // With --check-conflicts: after the program ran, report shared libraries loaded twice or from
 // outside the runtime (cmd_doctor.cpp).
 void ReportLibraryConflicts(const std::string& runtime_prefix);
+// After every `run`: a warning for each object of the runtime that got another copy of a library
+// than the one its run path ships (the framework after a preload that needs another version).
+void ReportOtherCopiesUsed(const std::string& runtime_prefix);
 
 // "inferenceutils: error: <message>" on stderr; returns the status's exit code.
 int ReportError(const absl::Status& status);

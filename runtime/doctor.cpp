@@ -4,6 +4,7 @@
 #include <glob.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "inferenceutils/paths.h"
@@ -55,6 +57,12 @@ std::string PackageOf(const std::string& path) {
   if (at == std::string::npos) return Dirname(path);
   std::string rest = path.substr(at + 15);
   return rest.substr(0, rest.find('/'));
+}
+
+// The path below site-packages (torch/lib/libtorch.so), else the path itself, for messages.
+std::string ShortName(const std::string& path) {
+  size_t at = path.find("/site-packages/");
+  return at == std::string::npos ? path : path.substr(at + 15);
 }
 
 // Why `path` (outside the runtime) is in the process, as a fix.
@@ -128,20 +136,67 @@ std::vector<Finding> CheckLibraries(const LibraryCheck& check) {
                         absl::StrCat(object.path, " was loaded from outside the runtime and the system library paths", own),
                         FixFor(object.path, check.env), paths});
   }
+  // Objects of the runtime that got another copy than their own.
+  std::set<std::string> reported;
+  for (auto& finding : CheckResolutions(check)) {
+    reported.insert(finding.paths[1]);
+    findings.push_back(std::move(finding));
+  }
   // Copies the runtime ships that never get used: the SONAME already resolved elsewhere.
   std::set<std::string> loaded_paths;
   for (const auto& object : check.loaded) loaded_paths.insert(object.path);
   for (const auto& file : check.shipped) {
-    if (file.soname.empty() || loaded_paths.count(file.path)) continue;
+    if (file.soname.empty() || loaded_paths.count(file.path) || reported.count(file.path)) continue;
     auto it = by_soname.find(file.soname);
     if (it == by_soname.end()) continue;
     const std::string& used = it->second.front();
     findings.push_back({"warning", "shadowed",
                         absl::StrCat(file.soname, " resolved to ", used, " (loaded first); the copy ", PackageOf(file.path),
                                      " ships at ", file.path, " is not used"),
-                        absl::StrCat("if ", PackageOf(file.path), " needs its own ", file.soname,
-                                     ", install versions of it and ", PackageOf(used), " built against the same library"),
+                        LibraryOrigin(used, check.runtime_prefix, check.system_dirs) == "outside"
+                            ? FixFor(used, check.env)
+                            : absl::StrCat("if ", PackageOf(file.path), " needs its own ", file.soname,
+                                           ", install versions of it and ", PackageOf(used), " built against the same library"),
                         {used, file.path}});
+  }
+  return findings;
+}
+
+std::vector<Finding> CheckResolutions(const LibraryCheck& check) {
+  std::set<std::string> loaded_paths;
+  std::map<std::string, std::string> used;  // SONAME → the first loaded file with it
+  for (const auto& object : check.loaded) {
+    loaded_paths.insert(object.path);
+    if (!object.soname.empty()) used.emplace(object.soname, object.path);
+  }
+  // Grouped by the copy that was not used, in the order found.
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<const OwnCopy*>> by_copy;
+  for (const auto& own : check.own) {
+    if (loaded_paths.count(own.path)) continue;
+    auto it = used.find(own.soname);
+    if (it == used.end() || it->second == own.path) continue;
+    auto& consumers = by_copy[own.path];
+    if (consumers.empty()) order.push_back(own.path);
+    consumers.push_back(&own);
+  }
+  std::vector<Finding> findings;
+  for (const auto& copy : order) {
+    const std::vector<const OwnCopy*>& consumers = by_copy[copy];
+    const std::string& soname = consumers.front()->soname;
+    const std::string& got = used[soname];
+    const std::string package = PackageOf(consumers.front()->consumer);
+    std::string who = ShortName(consumers.front()->consumer);
+    if (consumers.size() > 1) absl::StrAppend(&who, " (and ", consumers.size() - 1, " more)");
+    std::string fix =
+        LibraryOrigin(got, check.runtime_prefix, check.system_dirs) == "outside"
+            ? FixFor(got, check.env)
+            : absl::StrCat("if ", package, " fails or misbehaves, install versions of ", package, " and ", PackageOf(got),
+                           " built against the same ", soname, " (see docs/libraries.md)");
+    findings.push_back({"warning", "resolved_elsewhere",
+                        absl::StrCat(who, " needs ", soname, " and ships its own, ", copy, ", but uses ", got,
+                                     ": that copy was loaded first, and a process holds one library per SONAME"),
+                        fix, {consumers.front()->consumer, copy, got}});
   }
   return findings;
 }
@@ -154,7 +209,7 @@ const std::vector<std::string>& LoaderEnvironmentNames() {
 std::vector<Finding> CheckEnvironment(const std::map<std::string, std::string>& env) {
   std::vector<Finding> findings;
   if (auto it = env.find("LD_PRELOAD"); it != env.end() && !SplitList(it->second, " :").empty()) {
-    findings.push_back({"error", "ld_preload",
+    findings.push_back({"warning", "ld_preload",
                         absl::StrCat("LD_PRELOAD=", it->second,
                                      " loads these before the runtime's own libraries, into every process"),
                         "unset LD_PRELOAD (e.g. `env -u LD_PRELOAD inferenceutils ...`)",
@@ -260,6 +315,31 @@ std::vector<LoadedObject> DescribeLoaded(const std::vector<std::string>& paths) 
     LoadedObject object{ResolvedPath(path), ""};
     if (absl::StatusOr<ElfDynamic> elf = ReadElfDynamic(object.path); elf.ok()) object.soname = elf->soname;
     out.push_back(std::move(object));
+  }
+  return out;
+}
+
+std::vector<OwnCopy> OwnCopies(const std::vector<std::string>& loaded, const std::string& runtime_prefix) {
+  std::vector<OwnCopy> out;
+  for (const auto& consumer : loaded) {
+    if (!Below(consumer, runtime_prefix)) continue;
+    absl::StatusOr<ElfDynamic> elf = ReadElfDynamic(consumer);
+    if (!elf.ok() || elf->runpath.empty() || elf->needed.empty()) continue;
+    const std::string origin = Dirname(consumer);
+    std::vector<std::string> dirs;
+    for (const auto& dir : elf->runpath) {
+      std::string expanded = absl::StrReplaceAll(dir, {{"${ORIGIN}", origin}, {"$ORIGIN", origin}});
+      if (expanded.find('$') == std::string::npos) dirs.push_back(std::move(expanded));  // $LIB, $PLATFORM: skipped
+    }
+    for (const auto& name : elf->needed) {
+      for (const auto& dir : dirs) {
+        std::string candidate = absl::StrCat(dir, "/", name);
+        if (access(candidate.c_str(), F_OK) == 0) {
+          out.push_back({consumer, name, ResolvedPath(candidate)});
+          break;
+        }
+      }
+    }
   }
   return out;
 }

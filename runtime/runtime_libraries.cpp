@@ -16,6 +16,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "inferenceutils/errors.h"
 #include "nlohmann/json.hpp"
 
@@ -101,16 +102,19 @@ absl::StatusOr<ElfDynamic> ReadElfDynamic(const std::string& path) {
 
   uint64_t strtab = 0, strsz = 0;
   std::vector<uint64_t> needed;
-  int64_t soname = -1;
+  int64_t soname = -1, runpath = -1, rpath = -1;
   for (const auto& entry : entries) {
     if (entry.d_tag == DT_NULL) break;
     if (entry.d_tag == DT_STRTAB) strtab = entry.d_un.d_ptr;
     if (entry.d_tag == DT_STRSZ) strsz = entry.d_un.d_val;
     if (entry.d_tag == DT_NEEDED) needed.push_back(entry.d_un.d_val);
     if (entry.d_tag == DT_SONAME) soname = static_cast<int64_t>(entry.d_un.d_val);
+    if (entry.d_tag == DT_RUNPATH) runpath = static_cast<int64_t>(entry.d_un.d_val);
+    if (entry.d_tag == DT_RPATH) rpath = static_cast<int64_t>(entry.d_un.d_val);
   }
+  if (runpath < 0) runpath = rpath;  // the loader ignores DT_RPATH when there is a DT_RUNPATH
   ElfDynamic out;
-  if (needed.empty() && soname < 0) return out;
+  if (needed.empty() && soname < 0 && runpath < 0) return out;
   if (strsz == 0 || strsz > (64u << 20)) return not_elf("no string table");
   // The string table's address is a virtual address: find the loaded segment holding it.
   uint64_t strtab_offset = 0;
@@ -131,6 +135,11 @@ absl::StatusOr<ElfDynamic> ReadElfDynamic(const std::string& path) {
   };
   if (soname >= 0) out.soname = string_at(static_cast<uint64_t>(soname));
   for (uint64_t offset : needed) out.needed.push_back(string_at(offset));
+  if (runpath >= 0) {
+    for (absl::string_view dir : absl::StrSplit(string_at(static_cast<uint64_t>(runpath)), ':', absl::SkipEmpty())) {
+      out.runpath.emplace_back(dir);
+    }
+  }
   return out;
 }
 

@@ -16,9 +16,10 @@ namespace iu {
 struct ElfDynamic {
   std::string soname;               // DT_SONAME ("" if none)
   std::vector<std::string> needed;  // DT_NEEDED, in order
+  std::vector<std::string> runpath; // DT_RUNPATH, else DT_RPATH, split at ':' ($ORIGIN unexpanded)
 };
 
-// Reads DT_SONAME and DT_NEEDED of a 64-bit ELF file of this machine's byte order. A file that
+// Reads DT_SONAME, DT_NEEDED and the run path of a 64-bit ELF file of this machine's byte order. A file that
 // is not such an ELF object (or has no dynamic section) is an error.
 absl::StatusOr<ElfDynamic> ReadElfDynamic(const std::string& path);
 

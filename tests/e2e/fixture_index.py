@@ -12,7 +12,8 @@ build_index() builds (once, cached by a hash of the fixture sources) a PEP 503 "
 
 Contents (tests/fixtures/packages/README.md): iu-fixture-pure 1.0.0 (wheel), llama-cpp-python
 0.3.99 (sdist only; its build records the build environment) and 0.3.98 (prebuilt wheel only),
-iu-fixture-native 1.0.0 (wheel with a C extension and its own shared library), and Debian's
+iu-fixture-native 1.0.0 (wheel with a C extension and its own shared library), the
+shared-library conflict wheels iu-conflict-{framework,backend,nvidia,cuda-backend}, and Debian's
 pip and setuptools wheels.
 
 The cache lives in $IU_TEST_BUILD_DIR/fixture-index/<hash>/ (else a per-user temp dir). It is built

@@ -59,6 +59,7 @@ TEST_CASE("ReadElfDynamic reads SONAME and DT_NEEDED from the file") {
   REQUIRE(self.ok());
   CHECK(self->soname.empty());
   CHECK(std::find(self->needed.begin(), self->needed.end(), "libc.so.6") != self->needed.end());
+  CHECK(elf->runpath.empty());
 
   std::string dir = TempDir();
   Touch(dir + "/text.so");
@@ -173,15 +174,60 @@ TEST_CASE("CheckLibraries: duplicates, outside and shadowed copies name both pat
   }
 }
 
+TEST_CASE("CheckResolutions: an object of the runtime that got another copy than its own") {
+  iu::LibraryCheck check;
+  check.runtime_prefix = "/rt";
+  check.system_dirs = {"/usr/lib"};
+  const std::string site = "/rt/lib/python3.11/site-packages/";
+  const std::string v2 = site + "backend/libx.so.1", v1 = site + "framework/libx.so.1";
+  const std::string ext = site + "framework/_framework.so";
+  check.own = {{ext, "libx.so.1", v1}, {site + "framework/_other.so", "libx.so.1", v1}};
+
+  SUBCASE("its own copy is the one loaded: nothing to say") {
+    check.loaded = {{v1, "libx.so.1"}, {ext, ""}};
+    CHECK(iu::CheckResolutions(check).empty());
+  }
+  SUBCASE("the preload's copy was loaded first: one warning naming the object and both copies") {
+    check.loaded = {{v2, "libx.so.1"}, {site + "backend/_backend.so", ""}, {ext, ""}};
+    auto findings = iu::CheckResolutions(check);
+    REQUIRE(findings.size() == 1);
+    CHECK(findings[0].code == "resolved_elsewhere");
+    CHECK(findings[0].severity == "warning");
+    CHECK(findings[0].message.find("framework/_framework.so (and 1 more)") != std::string::npos);
+    CHECK(findings[0].message.find(v1) != std::string::npos);
+    CHECK(findings[0].message.find(v2) != std::string::npos);
+    CHECK(findings[0].fix.find("framework") != std::string::npos);
+    CHECK(findings[0].paths == std::vector<std::string>{ext, v1, v2});
+    // CheckLibraries says it once: the copy is not also reported as shadowed.
+    check.shipped = {{v2, "libx.so.1", {}}, {v1, "libx.so.1", {}}};
+    auto all = iu::CheckLibraries(check);
+    REQUIRE(all.size() == 1);
+    CHECK(all[0].code == "resolved_elsewhere");
+  }
+  SUBCASE("an LD_PRELOADed copy won: the fix is about LD_PRELOAD") {
+    check.loaded = {{"/tmp/x/libx.so.1", "libx.so.1"}, {ext, ""}};
+    check.env = {{"LD_PRELOAD", "/tmp/x/libx.so.1"}};
+    auto findings = iu::CheckResolutions(check);
+    REQUIRE(findings.size() == 1);
+    CHECK(findings[0].fix.find("LD_PRELOAD") != std::string::npos);
+  }
+  SUBCASE("nothing with that SONAME is loaded (the object was not loaded either)") {
+    check.loaded = {{"/usr/lib/libc.so.6", "libc.so.6"}};
+    CHECK(iu::CheckResolutions(check).empty());
+  }
+}
+
 TEST_CASE("CheckEnvironment") {
   CHECK(iu::CheckEnvironment({}).empty());
   auto findings = iu::CheckEnvironment({{"LD_PRELOAD", "/a.so /b.so"}, {"LD_LIBRARY_PATH", "/x:/y"}, {"CUDA_VISIBLE_DEVICES", ""}});
-  CHECK(Has(findings, "ld_preload", "error"));
+  CHECK(Has(findings, "ld_preload", "warning"));
   CHECK(Has(findings, "ld_library_path", "warning"));
   CHECK(Has(findings, "cuda_visible_devices", "warning"));
   for (const auto& f : findings) CHECK(!f.fix.empty());
   CHECK(Has(iu::CheckEnvironment({{"CUDA_VISIBLE_DEVICES", "0,1"}}), "cuda_visible_devices", "info"));
   CHECK(!iu::HasProblems(iu::CheckEnvironment({{"LD_LIBRARY_PATH", "/x"}})));
+  // An LD_PRELOADed allocator from the system is no problem by itself; a copy it brings is (CheckLibraries).
+  CHECK(!iu::HasProblems(iu::CheckEnvironment({{"LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"}})));
   CHECK(iu::CheckEnvironment({{"LD_PRELOAD", ""}}).empty());
 }
 
