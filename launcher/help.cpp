@@ -104,6 +104,24 @@ options given before `kernel` (kept in the kernel's argv). Default: system-wide 
 /usr/local/share/jupyter; --user: $JUPYTER_DATA_DIR or ~/.local/share/jupyter (docs/python.md).
 )";
 
+constexpr char kApp[] = R"(usage: inferenceutils [OPTIONS] app build APP_DIR -o OUT [--name NAME] [--entry MODULE:FUNC | --script FILE]
+                          [--icon PNG] [--spec FILE] [--with-bundle FILE.tar.zst ...] [--version V]
+                          [--exclude GLOB ...] [--level N]
+
+Makes OUT, one executable file: this launcher + APP_DIR's files + the runtime spec + the given
+runtime bundles, and OUT.desktop (and OUT.png with --icon) beside it. APP_DIR/app.toml, or
+[tool.inferenceutils] in APP_DIR/pyproject.toml, may hold the same settings (name, entry, script,
+icon, spec, version, output, bundles, exclude, level); the command line wins. Without --spec the
+app uses the default spec (llama-cpp-python for the machine it runs on).
+
+`OUT [ARGS...]` verifies and extracts itself once into the store, provisions its runtime (from
+an embedded bundle when one matches this machine, else by building) and runs the entry with
+sys.argv == [OUT, *ARGS]. Leading --inferenceutils-* options are the launcher's
+(`OUT --inferenceutils-help` lists them; `OUT --inferenceutils-info` shows payload, runtime and
+hardware). Without a terminal, progress and errors go to <store>/logs/app-<id>.log and the
+desktop's notify-send, zenity or kdialog shows them. docs/apps.md has the details.
+)";
+
 }  // namespace
 
 std::string HelpText(const std::string& topic) {
@@ -114,6 +132,7 @@ std::string HelpText(const std::string& topic) {
   if (topic == "runtime") return kRuntime;
   if (topic == "doctor") return kDoctor;
   if (topic == "kernel") return kKernel;
+  if (topic == "app") return kApp;
   if (topic == "help") return "usage: inferenceutils help [COMMAND]\n";
   return {};
 }

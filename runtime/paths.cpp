@@ -42,7 +42,17 @@ std::string SelfExecutable() {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+namespace {
+std::string& AssetsOverride() {
+  static std::string dir;
+  return dir;
+}
+}  // namespace
+
+void SetAssetsDir(const std::string& dir) { AssetsOverride() = dir; }
+
 std::string AssetsDir() {
+  if (!AssetsOverride().empty()) return AssetsOverride();
   return absl::StrCat(Dirname(Dirname(SelfExecutable())), "/share/inferenceutils");
 }
 

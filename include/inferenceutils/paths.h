@@ -10,8 +10,12 @@ namespace iu {
 
 // Absolute path of the running launcher binary (/proc/self/exe), symlinks resolved.
 std::string SelfExecutable();
-// <prefix>/share/inferenceutils beside the executable (<prefix>/bin/inferenceutils).
+// <prefix>/share/inferenceutils beside the executable (<prefix>/bin/inferenceutils), or the
+// directory given to SetAssetsDir.
 std::string AssetsDir();
+// Makes AssetsDir() return `dir` for the rest of the process: an app (docs/apps.md) carries its
+// own assets, extracted into the store, since nothing is installed beside its executable.
+void SetAssetsDir(const std::string& dir);
 
 // $XDG_STATE_HOME/inferenceutils or ~/.local/state/inferenceutils (REPL history lives here).
 std::string StateDir();

@@ -522,7 +522,12 @@ def test_help(env):
         assert word in main.stdout
     assert run(["-h"], env, check_rc=0).stdout == main.stdout
     assert run(["help"], env, check_rc=0).stdout == main.stdout
-    for command in ("run", "repl", "info", "runtime"):
+    listed = main.stdout.split("Commands:\n")[1].split("\n\n")[0]
+    commands = sorted({line.split()[0] for line in listed.splitlines() if line.startswith("  ")})
+    assert {"run", "repl", "info", "runtime", "doctor", "app", "kernel", "help"} <= set(commands)
+    for command in commands:
+        if command == "help":
+            continue
         text = run(["help", command], env, check_rc=0).stdout
         assert text.startswith("usage: inferenceutils") and command in text.splitlines()[0]
         assert run([command, "--help"], env, check_rc=0).stdout == text
