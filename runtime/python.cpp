@@ -8,6 +8,8 @@
 #include "inferenceutils/python.h"
 
 #include <dlfcn.h>
+
+#include <cstdlib>
 #include <unistd.h>
 
 #include <exception>
@@ -303,7 +305,11 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
     Py_FinalizeEx();
     return WithExit(absl::FailedPreconditionError(absl::StrCat(
                         "preloading '", g_preload.failed_module, "' failed: ", g_preload.error,
-                        "; rebuild the runtime with `inferenceutils runtime rebuild`")),
+                        std::getenv("LD_PRELOAD") || std::getenv("LD_LIBRARY_PATH")
+                            ? "; LD_PRELOAD / LD_LIBRARY_PATH may have put another copy of a library first: "
+                              "unset them, or see `inferenceutils doctor`"
+                            : "; `inferenceutils doctor` shows what was loaded from where, "
+                              "`inferenceutils runtime rebuild` builds the runtime again")),
                     kExitPreload);
   }
   PrependSysPath(spec.extra_paths);

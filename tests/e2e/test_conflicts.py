@@ -294,6 +294,8 @@ def test_doctor_when_an_ld_preloaded_copy_breaks_the_preload(conflict, tmp_path)
     # And `run` stops before the user's code, with exit status 76.
     proc = conflict.run(tmp_path, "run", "-c", "print('never')", LD_PRELOAD=v1)
     assert proc.returncode == 76 and "never" not in proc.stdout, proc
+    assert "LD_PRELOAD / LD_LIBRARY_PATH may have put another copy of a library first" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_doctor_shows_the_framework_copy_that_is_never_used(conflict, tmp_path):
