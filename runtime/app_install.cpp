@@ -20,27 +20,13 @@
 #include "inferenceutils/lock.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/store.h"
+#include "app_internal.h"
 
 namespace iu {
 namespace {
 
-absl::Status Damaged(const std::string& path, absl::string_view why) {
-  return WithExit(absl::DataLossError(absl::StrCat("app ", path, ": ", why,
-                                                   "; the file is damaged or incomplete: download or build it again")),
-                  kExitBundle);
-}
-
-bool ReadAt(int fd, uint64_t offset, size_t size, std::string* out) {
-  out->assign(size, '\0');
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = pread(fd, out->data() + got, size - got, static_cast<off_t>(offset + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    got += static_cast<size_t>(n);
-  }
-  return true;
-}
+using app_internal::Damaged;
+using app_internal::ReadAt;
 
 // A safe relative member path: no absolute, no "..", no empty or "." components.
 std::string UnsafePath(const std::string& path) {

@@ -27,11 +27,36 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/python.h"
 #include "inferenceutils/spec.h"
+#include "app_internal.h"
+#include "stream_writers.h"
 
 namespace iu {
+namespace app_internal {
+
+absl::Status Damaged(const std::string& path, absl::string_view why) {
+  return WithExit(absl::DataLossError(absl::StrCat("app ", path, ": ", why,
+                                                   "; the file is damaged or incomplete: download or build it again")),
+                  kExitBundle);
+}
+
+bool ReadAt(int fd, uint64_t offset, size_t size, std::string* out) {
+  out->assign(size, '\0');
+  size_t got = 0;
+  while (got < size) {
+    ssize_t n = pread(fd, out->data() + got, size - got, static_cast<off_t>(offset + got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    got += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace app_internal
 namespace {
 
-constexpr int64_t kFixedMtime = 1704067200;  // 2024-01-01T00:00:00Z, as bundles
+using app_internal::Damaged;
+using app_internal::ReadAt;
+
 constexpr int kDefaultLevel = 19;
 
 void PutU64(std::string& out, size_t at, uint64_t v) {
@@ -51,23 +76,6 @@ uint32_t GetU32(absl::string_view in, size_t at) {
   return v;
 }
 
-absl::Status Damaged(const std::string& path, absl::string_view why) {
-  return WithExit(absl::DataLossError(absl::StrCat("app ", path, ": ", why,
-                                                   "; the file is damaged or incomplete: download or build it again")),
-                  kExitBundle);
-}
-
-bool ReadAt(int fd, uint64_t offset, size_t size, std::string* out) {
-  out->assign(size, '\0');
-  size_t got = 0;
-  while (got < size) {
-    ssize_t n = pread(fd, out->data() + got, size - got, static_cast<off_t>(offset + got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    got += static_cast<size_t>(n);
-  }
-  return true;
-}
 
 // Where the ELF image ends (its section header table is the last thing the linker writes);
 // 0 when `header` is not a 64-bit little-endian ELF header.
@@ -164,66 +172,6 @@ struct PackedFile {
   int mode = 0644;
 };
 
-// Everything written after the launcher: hashed as the payload.
-struct PayloadWriter {
-  int fd = -1;
-  uint64_t written = 0;
-  Sha256 sha;
-  std::string error;
-
-  bool Write(absl::string_view data) {
-    sha.Update(data);
-    size_t off = 0;
-    while (off < data.size()) {
-      ssize_t n = write(fd, data.data() + off, data.size() - off);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        error = std::strerror(errno);
-        return false;
-      }
-      off += static_cast<size_t>(n);
-    }
-    written += data.size();
-    return true;
-  }
-};
-
-struct ArchiveSink {
-  PayloadWriter* out = nullptr;
-  ZSTD_CCtx* cctx = nullptr;
-  std::string buffer;
-  Sha256 sha;
-  uint64_t size = 0;
-  std::string error;
-
-  bool Emit(ZSTD_inBuffer* in, ZSTD_EndDirective mode) {
-    for (;;) {
-      ZSTD_outBuffer ob{buffer.data(), buffer.size(), 0};
-      size_t left = ZSTD_compressStream2(cctx, &ob, in, mode);
-      if (ZSTD_isError(left)) {
-        error = ZSTD_getErrorName(left);
-        return false;
-      }
-      if (ob.pos > 0) {
-        absl::string_view chunk(buffer.data(), ob.pos);
-        sha.Update(chunk);
-        size += ob.pos;
-        if (!out->Write(chunk)) {
-          error = out->error;
-          return false;
-        }
-      }
-      if (mode == ZSTD_e_end ? left == 0 : in->pos == in->size) return true;
-    }
-  }
-};
-
-la_ssize_t ArchiveWrite(struct archive*, void* context, const void* data, size_t size) {
-  auto* sink = static_cast<ArchiveSink*>(context);
-  ZSTD_inBuffer in{data, size, 0};
-  return sink->Emit(&in, ZSTD_e_continue) ? static_cast<la_ssize_t>(size) : -1;
-}
-
 bool Excluded(const std::string& rel, const std::string& name, const std::vector<std::string>& patterns) {
   for (const auto& p : patterns) {
     if (fnmatch(p.c_str(), rel.c_str(), 0) == 0 || fnmatch(p.c_str(), name.c_str(), 0) == 0) return true;
@@ -311,7 +259,7 @@ bool IsPng(const std::string& path) {
 }
 
 // Copies [0, size) of `from` to `fd`.
-absl::Status CopyPrefix(const std::string& from, uint64_t size, int fd, PayloadWriter* hashed) {
+absl::Status CopyPrefix(const std::string& from, uint64_t size, int fd, HashingWriter* hashed) {
   int in = open(from.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) return StoreError(absl::StrCat("cannot read ", from, ": ", std::strerror(errno)));
   std::string buf(1 << 20, '\0');
@@ -500,7 +448,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
 
   progress.Step("copying the launcher");
   if (auto st = CopyPrefix(request.launcher, launcher_bytes, fd, nullptr); !st.ok()) return st;
-  PayloadWriter payload;
+  HashingWriter payload;  // everything written after the launcher: hashed as the payload
   payload.fd = fd;
   std::string header(kAppHeaderSize, '\0');
   header.replace(0, 8, kAppHeaderMagic, 8);
@@ -509,17 +457,18 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
 
   // The archive.
   progress.Step("compressing the app");
-  ArchiveSink sink;
-  sink.out = &payload;
-  sink.buffer.resize(ZSTD_CStreamOutSize() * 4);
+  ZstdSink sink;
+  Sha256 archive_sha;
+  sink.out = [&](absl::string_view chunk) {
+    archive_sha.Update(chunk);
+    if (!payload.Write(chunk)) sink.error = payload.error;
+    return payload.error.empty();
+  };
   sink.cctx = ZSTD_createCCtx();
   ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_checksumFlag, 1);
   ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_nbWorkers, 2);
-  struct archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  archive_write_set_bytes_in_last_block(a, 1);
-  archive_write_open2(a, &sink, nullptr, ArchiveWrite, nullptr, nullptr);
+  struct archive* a = NewTarWriter(&sink);
   absl::Status failure;
   auto fail = [&](absl::string_view what) {
     if (!failure.ok()) return;
@@ -528,16 +477,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   };
   std::set<std::string> dirs;
   auto add_header = [&](const std::string& path, int type, int mode, uint64_t size) {
-    struct archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, path.c_str());
-    archive_entry_set_filetype(e, type);
-    archive_entry_set_perm(e, mode);
-    archive_entry_set_size(e, type == AE_IFREG ? static_cast<la_int64_t>(size) : 0);
-    archive_entry_set_mtime(e, kFixedMtime, 0);
-    archive_entry_set_uid(e, 0);
-    archive_entry_set_gid(e, 0);
-    int rc = archive_write_header(a, e);
-    archive_entry_free(e);
+    int rc = WriteFixedHeader(a, path, type, mode, size);
     if (rc != ARCHIVE_OK) fail(path);
     return rc == ARCHIVE_OK;
   };
@@ -571,10 +511,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   }
   if (archive_write_close(a) != ARCHIVE_OK) fail("the end of the archive");
   archive_write_free(a);
-  if (failure.ok()) {
-    ZSTD_inBuffer in{nullptr, 0, 0};
-    if (!sink.Emit(&in, ZSTD_e_end)) fail("the zstd frame");
-  }
+  if (failure.ok() && !sink.Finish()) fail("the zstd frame");
   ZSTD_freeCCtx(sink.cctx);
   if (!failure.ok()) return failure;
   const uint64_t archive_offset = kAppHeaderSize;
@@ -632,7 +569,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
       {"archive",
        {{"offset", archive_offset},
         {"size", sink.size},
-        {"sha256", sink.sha.HexDigest()},
+        {"sha256", archive_sha.HexDigest()},
         {"files", app_files},
         {"members", files.size()},
         {"unpacked_bytes", unpacked}}},

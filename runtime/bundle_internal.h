@@ -28,6 +28,5 @@ std::string PythonMismatch(const nlohmann::json& requires_json);
 namespace iu::bundle_internal {
 
 constexpr uint64_t kMaxManifestBytes = 64ull << 20;
-constexpr int64_t kFixedMtime = 1704067200;  // 2024-01-01T00:00:00Z, every member
 
 }  // namespace iu::bundle_internal

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bundle_internal.h"
+#include "stream_writers.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
 #include "inferenceutils/errors.h"
@@ -58,7 +59,6 @@ int CompareVersions(absl::string_view a, absl::string_view b) {
 
 namespace {
 
-using bundle_internal::kFixedMtime;
 
 struct Item {
   std::string path;     // relative, no leading "./"
@@ -145,49 +145,6 @@ absl::Status HashFile(const std::string& path, const std::string& prefix, Item* 
   item->size = total;
   item->sha256 = sha.HexDigest();
   return absl::OkStatus();
-}
-
-struct ZstdSink {
-  int fd = -1;
-  ZSTD_CCtx* cctx = nullptr;
-  std::string out;
-  uint64_t written = 0;
-  Sha256 sha;
-  std::string error;
-
-  bool Emit(ZSTD_inBuffer* in, ZSTD_EndDirective mode) {
-    for (;;) {
-      ZSTD_outBuffer ob{out.data(), out.size(), 0};
-      size_t left = ZSTD_compressStream2(cctx, &ob, in, mode);
-      if (ZSTD_isError(left)) {
-        error = ZSTD_getErrorName(left);
-        return false;
-      }
-      if (ob.pos > 0) {
-        absl::string_view chunk(out.data(), ob.pos);
-        sha.Update(chunk);
-        size_t off = 0;
-        while (off < chunk.size()) {
-          ssize_t n = write(fd, chunk.data() + off, chunk.size() - off);
-          if (n < 0) {
-            if (errno == EINTR) continue;
-            error = std::strerror(errno);
-            return false;
-          }
-          off += static_cast<size_t>(n);
-        }
-        written += ob.pos;
-      }
-      bool done = mode == ZSTD_e_end ? left == 0 : in->pos == in->size;
-      if (done) return true;
-    }
-  }
-};
-
-la_ssize_t WriteCallback(struct archive*, void* context, const void* data, size_t size) {
-  auto* sink = static_cast<ZstdSink*>(context);
-  ZSTD_inBuffer in{data, size, 0};
-  return sink->Emit(&in, ZSTD_e_continue) ? static_cast<la_ssize_t>(size) : -1;
 }
 
 std::string RequiredGlibc(const std::string& platform_tag) {  // manylinux_2_36_x86_64 → 2.36
@@ -320,10 +277,14 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
 
   progress.Step("compressing");
   std::string tmp = absl::StrCat(output, ".tmp.", getpid());
+  HashingWriter file;
+  file.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (file.fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   ZstdSink sink;
-  sink.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (sink.fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
-  sink.out.resize(ZSTD_CStreamOutSize() * 4);
+  sink.out = [&](absl::string_view chunk) {
+    if (!file.Write(chunk)) sink.error = file.error;
+    return file.error.empty();
+  };
   sink.cctx = ZSTD_createCCtx();
   ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_compressionLevel, options.level);
   ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_checksumFlag, 1);
@@ -332,7 +293,7 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
   size_t workers = ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_nbWorkers, options.threads > 0 ? options.threads : cores);
   if (ZSTD_isError(workers)) {
     ZSTD_freeCCtx(sink.cctx);
-    close(sink.fd);
+    close(file.fd);
     unlink(tmp.c_str());
     return WithExit(absl::FailedPreconditionError(absl::StrCat(
                         "the zstd library has no multi-threading (", ZSTD_getErrorName(workers),
@@ -340,11 +301,7 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
                     kExitInternal);
   }
 
-  struct archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  archive_write_set_bytes_per_block(a, 1 << 20);  // large writes into zstd: fewer, cheaper calls
-  archive_write_set_bytes_in_last_block(a, 1);
-  archive_write_open2(a, &sink, nullptr, WriteCallback, nullptr, nullptr);
+  struct archive* a = NewTarWriter(&sink);
   absl::Status failure;
   auto fail = [&](absl::string_view what) {
     if (failure.ok()) {
@@ -354,17 +311,7 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
     }
   };
   auto header = [&](const std::string& path, int type, int mode, uint64_t size, const std::string& target) {
-    struct archive_entry* e = archive_entry_new();
-    archive_entry_set_pathname(e, path.c_str());
-    archive_entry_set_filetype(e, type);
-    archive_entry_set_perm(e, mode);
-    archive_entry_set_size(e, type == AE_IFREG ? static_cast<la_int64_t>(size) : 0);
-    archive_entry_set_mtime(e, kFixedMtime, 0);
-    archive_entry_set_uid(e, 0);
-    archive_entry_set_gid(e, 0);
-    if (type == AE_IFLNK) archive_entry_set_symlink(e, target.c_str());
-    int rc = archive_write_header(a, e);
-    archive_entry_free(e);
+    int rc = WriteFixedHeader(a, path, type, mode, size, target);
     if (rc != ARCHIVE_OK) fail(path);
     return rc == ARCHIVE_OK;
   };
@@ -397,13 +344,10 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
   }
   if (archive_write_close(a) != ARCHIVE_OK) fail("the end of the archive");
   archive_write_free(a);
-  if (failure.ok()) {
-    ZSTD_inBuffer in{nullptr, 0, 0};
-    if (!sink.Emit(&in, ZSTD_e_end)) fail("the zstd frame");
-  }
+  if (failure.ok() && !sink.Finish()) fail("the zstd frame");
   ZSTD_freeCCtx(sink.cctx);
-  if (failure.ok() && fsync(sink.fd) != 0) fail("the file");
-  close(sink.fd);
+  if (failure.ok() && fsync(file.fd) != 0) fail("the file");
+  close(file.fd);
   if (failure.ok() && rename(tmp.c_str(), output.c_str()) != 0) {
     failure = StoreError(absl::StrCat("cannot write ", output, ": ", std::strerror(errno)));
   }
@@ -416,8 +360,8 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
   result.path = output;
   result.files = files.size();
   result.unpacked_bytes = total;
-  result.packed_bytes = sink.written;
-  result.sha256 = sink.sha.HexDigest();
+  result.packed_bytes = file.written;
+  result.sha256 = file.sha.HexDigest();
   return result;
 }
 
