@@ -166,6 +166,21 @@ def test_copied_app_sets_itself_up_once_then_starts_warm(built, tmp_path):
     assert len(notifications(tmp_path / "notified.jsonl", 2, timeout=0.5)) == 1
 
 
+def test_concurrent_first_starts_extract_and_build_once(built, tmp_path):
+    app = tmp_path / "hello"
+    shutil.copy2(built, app)
+    env = app_env(tmp_path)
+    procs = [subprocess.Popen([str(app), str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True) for i in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], outs
+    assert sorted(json.loads(o.splitlines()[0])["argv"][1] for o, _ in outs) == ["0", "1", "2", "3"]
+    store = tmp_path / "store"
+    assert [p.name for p in (store / "apps").iterdir()] == [footer_of(app)["sha256"][:16]]
+    state = runtime_dirs(store)
+    assert len(state["runtimes"]) == 1 and len(state["data"]) == 1  # one runtime built, no leftovers
+
+
 def test_app_flags_reach_the_app_and_failures_are_reported(warm, tmp_path):
     app, env, store = warm
     helped = start(app, ["--help"], env=env)
