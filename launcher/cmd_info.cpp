@@ -32,8 +32,8 @@ void Notes(std::string& out, const std::vector<std::string>& notes) {
 }
 
 // The bundles the runtime this invocation needs could come from, and which one would be used.
-nlohmann::json BundlesSection(const Invocation& invocation) {
-  absl::StatusOr<Selection> s = Select(invocation, std::nullopt);
+nlohmann::json BundlesSection(const Invocation& invocation, const Facts& facts, const Decision& decision) {
+  absl::StatusOr<Selection> s = SelectFor(invocation, std::nullopt, facts, decision);
   if (!s.ok()) return {{"error", std::string(s.status().message())}};
   return BundlesJson(ProvisionOptionsFor(invocation.options).bundles,
                      BundleTarget{s->key, s->request.key_inputs, s->decision.backend}, s->facts);
@@ -156,19 +156,14 @@ absl::StatusOr<int> CmdInfo(const Invocation& invocation) {
     else if (arg == "--refresh") refresh = true;
     else return UsageError(absl::StrCat("info: unknown argument '", arg, "' (usage: inferenceutils info [--json] [--refresh])"));
   }
-  std::string backend = invocation.options.backend;
-  if (backend.empty()) {
-    const char* env = std::getenv("INFERENCEUTILS_BACKEND");
-    if (env) backend = env;
-  }
-  if (backend == "auto") backend.clear();
+  std::string backend = ForcedBackend(invocation.options);
   std::string store = StoreRoot(invocation.options.home);
   DetectOptions options = DetectOptionsFromEnv();
   Facts facts = refresh ? RefreshFacts(store, options) : LoadOrDetectFacts(store, options);
   absl::StatusOr<Decision> decision = Decide(facts, backend, AssetsDir() + "/backends.toml");
   if (!decision.ok()) return decision.status();
 
-  nlohmann::json bundles = BundlesSection(invocation);
+  nlohmann::json bundles = BundlesSection(invocation, facts, *decision);
   if (json) {
     nlohmann::json doc = InfoJson(facts, *decision, store);
     doc["bundles"] = bundles;

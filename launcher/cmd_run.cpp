@@ -64,14 +64,10 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
     config.program_name = invocation.python_path;
     config.executable = invocation.python_path;
     std::string prefix = Parent(Parent(invocation.python_path));
-    if (absl::StatusOr<std::string> text = ReadFile(prefix + "/manifest.json"); text.ok()) {
-      nlohmann::json json = nlohmann::json::parse(*text, nullptr, false);
-      if (absl::StatusOr<Manifest> manifest = Manifest::FromJson(json); manifest.ok()) {
-        manifest->prefix = prefix;
-        UseRuntime(*manifest, config);
-        AttachPythonFace(invocation.options, *manifest, nullptr, config);
-        config.executable = invocation.python_path;
-      }
+    if (absl::StatusOr<Manifest> manifest = Manifest::Read(prefix); manifest.ok()) {
+      UseRuntime(*manifest, config);
+      AttachPythonFace(invocation.options, *manifest, nullptr, config);
+      config.executable = invocation.python_path;
     }
     return RunPython(config);
   }

@@ -19,7 +19,8 @@ std::string Env(const char* name) {
 }  // namespace
 
 std::string ForcedBackend(const LauncherOptions& options) {
-  return options.backend.empty() ? Env("INFERENCEUTILS_BACKEND") : options.backend;
+  std::string backend = options.backend.empty() ? Env("INFERENCEUTILS_BACKEND") : options.backend;
+  return backend == "auto" ? "" : backend;
 }
 
 ProvisionOptions ProvisionOptionsFor(const LauncherOptions& launcher) {
@@ -34,14 +35,21 @@ ProvisionOptions ProvisionOptionsFor(const LauncherOptions& launcher) {
 }
 
 absl::StatusOr<Selection> Select(const Invocation& invocation, const std::optional<std::string>& script) {
+  std::string store = StoreRoot(invocation.options.home);
+  Facts facts = LoadOrDetectFacts(store, DetectOptionsFromEnv());
+  absl::StatusOr<Decision> decision =
+      Decide(facts, ForcedBackend(invocation.options), AssetsDir() + "/backends.toml");
+  if (!decision.ok()) return decision.status();
+  return SelectFor(invocation, script, std::move(facts), *std::move(decision));
+}
+
+absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::optional<std::string>& script,
+                                    Facts facts, Decision decision) {
   const LauncherOptions& options = invocation.options;
   Selection s;
   s.store = Store(StoreRoot(options.home));
-  s.facts = LoadOrDetectFacts(s.store.root(), DetectOptionsFromEnv());
-  absl::StatusOr<Decision> decision =
-      Decide(s.facts, ForcedBackend(options), AssetsDir() + "/backends.toml");
-  if (!decision.ok()) return decision.status();
-  s.decision = *std::move(decision);
+  s.facts = std::move(facts);
+  s.decision = std::move(decision);
 
   SpecOverrides command_line;
   command_line.spec_file = options.spec_file;

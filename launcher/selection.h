@@ -27,7 +27,11 @@ struct Selection {
 // `script` (a file the invocation runs) adds its PEP 723 requirements and requires-python check.
 absl::StatusOr<Selection> Select(const Invocation& invocation, const std::optional<std::string>& script);
 
-// The backend asked for: --backend, else INFERENCEUTILS_BACKEND, else "" (automatic).
+// The same from facts and a decision the caller has already made (info: detected with --refresh).
+absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::optional<std::string>& script,
+                                    Facts facts, Decision decision);
+
+// The backend asked for: --backend, else INFERENCEUTILS_BACKEND, else "" (automatic; so is "auto").
 std::string ForcedBackend(const LauncherOptions& options);
 
 // Provisioning options from the launcher options and environment (INFERENCEUTILS_LOCK_TIMEOUT).

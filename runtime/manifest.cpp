@@ -1,5 +1,6 @@
 #include "absl/strings/str_cat.h"
 #include "inferenceutils/errors.h"
+#include "inferenceutils/paths.h"
 #include "inferenceutils/store.h"
 
 namespace iu {
@@ -54,6 +55,18 @@ absl::StatusOr<Manifest> Manifest::FromJson(const nlohmann::json& json) {
   } catch (const nlohmann::json::exception& e) {
     return absl::DataLossError(absl::StrCat("manifest is malformed: ", e.what()));
   }
+}
+
+absl::StatusOr<Manifest> Manifest::Read(const std::string& dir) {
+  std::string path = dir + "/manifest.json";
+  absl::StatusOr<std::string> text = ReadFile(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("cannot read ", path));
+  nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded()) return absl::DataLossError(absl::StrCat("corrupt manifest (", path, " is not valid JSON)"));
+  absl::StatusOr<Manifest> manifest = FromJson(json);
+  if (!manifest.ok()) return absl::DataLossError(absl::StrCat(manifest.status().message(), " (", path, ")"));
+  manifest->prefix = dir;
+  return manifest;
 }
 
 }  // namespace iu

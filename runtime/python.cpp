@@ -128,13 +128,13 @@ PyObject* Preload(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
-// [(path, base address)] of every shared object loaded now, from the dynamic loader.
-PyObject* LoadedLibrariesPy(PyObject*, PyObject*) {
-  std::vector<LoadedLibrary> libraries = LoadedLibraries();
+// A new list of make(item) for each item; nullptr (with the Python error set) when one fails.
+template <typename Items, typename Make>
+PyObject* PyListOf(const Items& items, Make make) {
   PyObject* list = PyList_New(0);
   if (!list) return nullptr;
-  for (const auto& library : libraries) {
-    PyObject* item = Py_BuildValue("(sK)", library.path.c_str(), static_cast<unsigned long long>(library.base));
+  for (const auto& element : items) {
+    PyObject* item = make(element);
     if (!item || PyList_Append(list, item) != 0) {
       Py_XDECREF(item);
       Py_DECREF(list);
@@ -143,6 +143,13 @@ PyObject* LoadedLibrariesPy(PyObject*, PyObject*) {
     Py_DECREF(item);
   }
   return list;
+}
+
+// [(path, base address)] of every shared object loaded now, from the dynamic loader.
+PyObject* LoadedLibrariesPy(PyObject*, PyObject*) {
+  return PyListOf(LoadedLibraries(), [](const LoadedLibrary& library) {
+    return Py_BuildValue("(sK)", library.path.c_str(), static_cast<unsigned long long>(library.base));
+  });
 }
 
 // Documents the launcher offers to the `inferenceutils` package (InterpreterConfig::documents),
@@ -173,18 +180,7 @@ PyObject* DocumentPy(PyObject*, PyObject* arg) {
 }
 
 PyObject* DocumentNamesPy(PyObject*, PyObject*) {
-  PyObject* list = PyList_New(0);
-  if (!list) return nullptr;
-  for (const auto& [name, producer] : g_documents.producers) {
-    PyObject* item = PyUnicode_FromString(name.c_str());
-    if (!item || PyList_Append(list, item) != 0) {
-      Py_XDECREF(item);
-      Py_DECREF(list);
-      return nullptr;
-    }
-    Py_DECREF(item);
-  }
-  return list;
+  return PyListOf(g_documents.producers, [](const auto& entry) { return PyUnicode_FromString(entry.first.c_str()); });
 }
 
 PyObject* VersionPy(PyObject*, PyObject*) { return PyUnicode_FromString(IU_VERSION); }

@@ -96,26 +96,19 @@ void MarkInUse(const std::string& prefix) {
 }
 
 absl::StatusOr<Manifest> Store::Lookup(const std::string& key) const {
-  std::string path = RuntimeLink(key) + "/manifest.json";
-  absl::StatusOr<std::string> text = ReadFile(path);
-  if (!text.ok()) {
-    if (!PathExists(RuntimeLink(key))) return absl::NotFoundError(absl::StrCat("no runtime ", key));
-    return absl::DataLossError(absl::StrCat("runtime ", key, " has no readable manifest (", path, ")"));
+  // Read through the link: the prefix is where the runtime is now (the store may have moved).
+  std::string target = ReadLink(RuntimeLink(key));
+  if (target.empty()) return absl::NotFoundError(absl::StrCat("no runtime ", key));
+  std::string data_dir = root_ + "/data/" + target.substr(target.find_last_of('/') + 1);
+  absl::StatusOr<Manifest> manifest = Manifest::Read(data_dir);
+  if (absl::IsNotFound(manifest.status())) {
+    if (!PathExists(data_dir)) return absl::NotFoundError(absl::StrCat("no runtime ", key));  // a dangling link
+    return absl::DataLossError(absl::StrCat("runtime ", key, " has no readable manifest (", data_dir, "/manifest.json)"));
   }
-  nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (json.is_discarded()) {
-    return absl::DataLossError(absl::StrCat("runtime ", key, " has a corrupt manifest (", path, ")"));
-  }
-  absl::StatusOr<Manifest> manifest = Manifest::FromJson(json);
-  if (!manifest.ok()) {
-    return absl::DataLossError(absl::StrCat("runtime ", key, ": ", manifest.status().message(), " (", path, ")"));
-  }
+  if (!manifest.ok()) return absl::DataLossError(absl::StrCat("runtime ", key, ": ", manifest.status().message()));
   if (manifest->key != key) {
     return absl::DataLossError(absl::StrCat("runtime ", key, " has the manifest of ", manifest->key));
   }
-  // Where it is now (the store may have moved since it was built).
-  std::string target = ReadLink(RuntimeLink(key));
-  manifest->prefix = root_ + "/data/" + target.substr(target.find_last_of('/') + 1);
   return manifest;
 }
 

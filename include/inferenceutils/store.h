@@ -49,6 +49,9 @@ struct Manifest {
 
   nlohmann::json ToJson() const;
   static absl::StatusOr<Manifest> FromJson(const nlohmann::json& json);
+  // <dir>/manifest.json, with prefix = dir (where the runtime is now). NotFound when the file
+  // cannot be read; DataLoss "corrupt manifest (...)" when it is not JSON, or FromJson's error.
+  static absl::StatusOr<Manifest> Read(const std::string& dir);
 };
 
 struct RuntimeEntry {
