@@ -17,6 +17,7 @@ enum ExitCode : int {
   kExitConfig = 65,           // a bad spec, PEP 723 block, manifest or option value
   kExitUnavailable = 69,      // the machine cannot do what was asked (backend, requires-python)
   kExitInternal = 70,         // a bug: please report it
+  kExitInstall = 72,          // the launcher's installation is incomplete (its Python home is missing)
   kExitStore = 73,            // the store cannot be created or written
   kExitProvision = 74,        // building or unpacking the runtime failed
   kExitLockTimeout = 75,      // waited too long for another launcher's build

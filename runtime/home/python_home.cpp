@@ -1,0 +1,101 @@
+#include "inferenceutils/python_home.h"
+
+#include <sys/stat.h>
+
+#include "absl/strings/str_cat.h"
+#include "inferenceutils/errors.h"
+#include "inferenceutils/paths.h"
+#include "inferenceutils/python.h"
+#if IU_WITH_HOME
+#include "iu_home_identity.h"
+#endif
+
+namespace iu {
+namespace {
+
+std::string Dirname(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? std::string("/") : path.substr(0, slash);
+}
+
+std::string PythonDir() {  // "python3.11"
+  std::string version = EmbeddedPythonVersion();
+  return "python" + version.substr(0, version.rfind('.'));
+}
+
+PythonHome Make(const std::string& install_prefix, const std::string& launcher, const std::string& source) {
+  PythonHome home;
+  home.version = EmbeddedPythonVersion();
+  home.launcher = launcher;
+#if IU_WITH_HOME
+  home.prefix = absl::StrCat(install_prefix, "/lib/inferenceutils/", PythonDir());
+  home.executable = absl::StrCat(home.prefix, "/bin/", PythonDir());
+  home.id = IU_HOME_ID;
+  home.source = source;
+  home.wheels_dir = home.prefix + "/share/python-wheels";
+#else
+  (void)install_prefix;
+  (void)source;
+  home.prefix = BasePythonPrefix();
+  home.executable = BasePythonExecutable();
+  home.id = absl::StrCat("system-", home.version);
+  home.source = "system";
+  home.wheels_dir = home.prefix + "/share/python-wheels";
+#endif
+  return home;
+}
+
+PythonHome& Current() {
+  static PythonHome home = [] {
+    std::string self = SelfExecutable();
+    return Make(Dirname(Dirname(self)), self, "bundled");
+  }();
+  return home;
+}
+
+}  // namespace
+
+const PythonHome& CurrentHome() { return Current(); }
+
+void UseHomeAt(const std::string& install_prefix, const std::string& source) {
+  Current() = Make(install_prefix, install_prefix + "/bin/inferenceutils", source);
+}
+
+std::string HomeBeside(const std::string& launcher) {
+  return absl::StrCat(Dirname(Dirname(launcher)), "/lib/inferenceutils/", PythonDir());
+}
+
+std::string CompiledHomeId() {
+#if IU_WITH_HOME
+  return IU_HOME_ID;
+#else
+  return "";
+#endif
+}
+
+std::string CompiledHomeDigest() {
+#if IU_WITH_HOME
+  return IU_HOME_DIGEST;
+#else
+  return "";
+#endif
+}
+
+absl::Status CheckHome(const PythonHome& home) {
+  std::string landmark = absl::StrCat(home.prefix, "/lib/", PythonDir(), "/os.py");
+  struct stat st;
+  if (stat(landmark.c_str(), &st) == 0) return absl::OkStatus();
+  if (home.source == "system") {
+    return WithExit(absl::FailedPreconditionError(absl::StrCat(
+                        "this development build has no Python home of its own and the system's python3.11 "
+                        "is missing (", landmark, "); install python3.11, or build with -DIU_PYTHON_HOME=ON")),
+                    kExitInstall);
+  }
+  return WithExit(absl::FailedPreconditionError(absl::StrCat(
+                      "the launcher's Python home is missing or incomplete (", landmark,
+                      " not found); reinstall inferenceutils (the folder lib/inferenceutils/ belongs beside bin/)")),
+                  kExitInstall);
+}
+
+}  // namespace iu
