@@ -1,5 +1,6 @@
 #include "cli.h"
 
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,9 +11,22 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "inferenceutils/errors.h"
+#include "inferenceutils/python_home.h"
 
 namespace iu {
 namespace {
+
+std::string Dirname(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? std::string("/") : path.substr(0, slash);
+}
+
+bool SameDirectory(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  struct stat sa, sb;
+  return stat(a.c_str(), &sa) == 0 && stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
 
 bool IsFile(const std::string& path) {
   struct stat st;
@@ -70,7 +84,7 @@ absl::Status ApplyOption(const std::string& name, const std::string& value, Laun
   else if (name == "--offline") o.offline = true;
   else if (name == "--quiet" || name == "-q") o.quiet = true;
   else if (name == "--verbose" || name == "-v") o.verbose = true;
-  else if (name == "--python-env") o.inherit_python_env = true;
+  else if (name == "--python-env") {}  // a no-op alias: PYTHON* variables always count now
   else if (name == "--system") o.system = true;
   else if (name == "--bundle") o.bundles.push_back(value);
   else if (name == "--no-build") o.no_build = true;
@@ -109,15 +123,50 @@ std::optional<std::string> ScriptOf(const std::vector<std::string>& args) {
   return std::nullopt;
 }
 
+std::optional<Invocation> PythonModeInvocation(int argc, char** argv) {
+  std::string argv0 = argc > 0 && argv[0] ? argv[0] : "";
+  // What the kernel executed (a symlink's own path, not its target). For a script started
+  // through a #! line that is the script, and the interpreter path the line names is argv[0].
+  std::string executed;
+  if (const char* execfn = reinterpret_cast<const char*>(getauxval(AT_EXECFN)); execfn && *execfn) {
+    struct stat a, self;
+    if (stat(execfn, &a) == 0 && stat("/proc/self/exe", &self) == 0 && a.st_dev == self.st_dev &&
+        a.st_ino == self.st_ino) {
+      executed = execfn;
+    }
+  }
+  if (executed.empty()) executed = ResolveArgv0(argv0);
+  if (executed.empty()) return std::nullopt;
+  if (executed[0] != '/') {
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof(cwd))) return std::nullopt;
+    std::string rel = executed;
+    while (absl::StartsWith(rel, "./")) rel = rel.substr(2);
+    executed = absl::StrCat(cwd, cwd[1] ? "/" : "", rel);
+  }
+  std::string name = Basename(executed);
+  if (absl::StartsWith(name, "inferenceutils")) return std::nullopt;  // always the launcher's command line
+  std::string bin = Dirname(executed);
+  std::string venv;
+  if (IsFile(bin + "/pyvenv.cfg")) {
+    venv = bin;
+  } else if (IsFile(Dirname(bin) + "/pyvenv.cfg")) {
+    venv = Dirname(bin);
+  } else if (!SameDirectory(bin, CurrentHome().prefix + "/bin")) {
+    return std::nullopt;  // not a venv's python, not the home's: the launcher (or an app)
+  }
+  Invocation inv;
+  inv.command = Command::kPython;
+  inv.python_path = executed;
+  inv.venv = venv;
+  inv.argv.assign(argv, argv + argc);
+  inv.args.assign(argv + 1, argv + argc);
+  return inv;
+}
+
 absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv) {
   Invocation inv;
-  std::string argv0 = argc > 0 ? argv[0] : "inferenceutils";
-  if (absl::StartsWith(Basename(argv0), "python")) {
-    inv.command = Command::kPython;
-    inv.python_path = ResolveArgv0(argv0);
-    inv.args.assign(argv + 1, argv + argc);
-    return inv;
-  }
+  inv.argv.assign(argv, argv + argc);
 
   int i = 1;
   for (; i < argc; ++i) {

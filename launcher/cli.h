@@ -23,7 +23,7 @@ struct LauncherOptions {
   std::string backend;                    // --backend NAME
   bool quiet = false;                     // --quiet, -q
   bool verbose = false;                   // --verbose, -v
-  bool inherit_python_env = false;        // --python-env
+  // --python-env: accepted and ignored (python's PYTHON* rules always apply now).
   bool system = false;                    // --system: the base interpreter, no runtime
   std::vector<std::string> bundles;       // --bundle FILE|URL (repeatable): prebuilt runtimes to try first
   bool no_build = false;                  // --no-build: fail instead of building a runtime
@@ -49,9 +49,19 @@ struct Invocation {
   // kRun/kPython: python's own command line (options, script or -c/-m/-, the program's args).
   // Other commands: their arguments. kHelp: the topic, if any.
   std::vector<std::string> args;
-  // kPython: the path the launcher was started as (argv[0], resolved on PATH when bare).
+  // kPython: the path the launcher was started as (what was executed) and the venv (a runtime,
+  // or a venv made from one) it belongs to; "" = the Python home's own bin/python3.11.
   std::string python_path;
+  std::string venv;
+  // The process's whole command line (sys.orig_argv).
+  std::vector<std::string> argv;
 };
+
+// Started as a python (a venv's bin/python*, any name but inferenceutils*, or the home's
+// bin/python3.11): the launcher is plain python there. Decided from what the kernel executed
+// (AT_EXECFN; argv[0] for a #! script) and a pyvenv.cfg beside or above it, as getpath finds a
+// venv — never from argv[0]'s name. nullopt: the launcher's own command line.
+std::optional<Invocation> PythonModeInvocation(int argc, char** argv);
 
 // Parses argv. Usage errors carry kExitUsage.
 absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv);

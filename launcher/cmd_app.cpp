@@ -31,6 +31,7 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/provision.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 #include "python_face.h"
 #include "selection.h"
 #include "terminal_progress.h"
@@ -122,6 +123,10 @@ absl::StatusOr<int> Build(const Invocation& invocation, const std::vector<std::s
   request.settings = MergeAppSettings(*file, given);
   request.launcher = SelfExecutable();
   request.assets_dir = AssetsDir();
+  if (CurrentHome().source != "system") {
+    request.home_archive = CurrentHome().prefix + ".tar.zst";
+    request.home_id = CurrentHome().id;
+  }
   TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
   absl::StatusOr<AppBuildResult> result = BuildApp(request, progress);
   progress.Finish();
@@ -442,6 +447,8 @@ absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& repo
   reporter.Finish();
   if (!app.ok()) return app.status();
   reporter.set_file(nullptr);
+  // The app's own launcher tree in the store: its runtimes' bin/python and the Python home.
+  if (!app->launcher_prefix.empty()) UseHomeAt(app->launcher_prefix, "store");
   reporter.set_name(app->manifest.value("name", Basename(file.path)));
   if (app->verified) reporter.Log(absl::StrCat(app->extracted ? "extracted " : "verified ", file.path, " into ", app->dir));
   SetAssetsDir(app->assets_dir);
@@ -469,12 +476,11 @@ absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& repo
     if (!o.launcher.quiet) std::cout << runtime->prefix << "\n";
     return 0;
   }
-  EnsurePythonLink(runtime->prefix, selection->request.launcher);
+  EnsurePythonLink(runtime->prefix, CurrentHome().launcher);
   MarkInUse(runtime->prefix);
   InterpreterConfig config;
   config.program_name = file.path;
   config.argv = AppPythonArgv(*app, file.path, o.args, reporter.headless() ? reporter.log() : "");
-  config.inherit_python_env = false;
   config.history_file = StateDir() + "/history";
   config.executable = runtime->prefix + "/bin/python";
   config.preload = runtime->preload;

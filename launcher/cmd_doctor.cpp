@@ -85,13 +85,13 @@ std::string Human(const Report& report) {
     if (backend.contains("system_info")) absl::StrAppend(&out, "             ", backend["system_info"].get<std::string>(), "\n");
   }
   const nlohmann::json& libraries = j["libraries"];
-  int counts[3] = {0, 0, 0};
+  int counts[4] = {0, 0, 0, 0};
   for (const auto& library : libraries) {
     std::string origin = library["origin"];
-    counts[origin == "runtime" ? 0 : origin == "system" ? 1 : 2]++;
+    counts[origin == "runtime" ? 0 : origin == "home" ? 1 : origin == "system" ? 2 : 3]++;
   }
   absl::StrAppend(&out, "Libraries    ", libraries.size(), " shared objects loaded (", counts[0], " from the runtime, ",
-                  counts[1], " system, ", counts[2], " outside)\n");
+                  counts[1], " from the Python home, ", counts[2], " system, ", counts[3], " outside)\n");
   for (const auto& library : libraries) {
     std::string soname = library["soname"];
     absl::StrAppend(&out, absl::StrFormat("  %-8s %s", library["origin"].get<std::string>(), library["path"].get<std::string>()),
@@ -280,7 +280,8 @@ void ReportOtherCopiesUsed(const std::string& runtime_prefix) {
   // case for a wheel that ships its own: doctor and --check-conflicts show those, not every run.
   std::vector<Finding> findings;
   for (auto& finding : CheckResolutions(check)) {
-    if (LibraryOrigin(finding.paths.back(), check.runtime_prefix, check.system_dirs) != "system") {
+    std::string origin = LibraryOrigin(finding.paths.back(), check.runtime_prefix, check.system_dirs);
+    if (origin != "system" && origin != "home") {
       findings.push_back(std::move(finding));
     }
   }

@@ -15,6 +15,7 @@
 #include "inferenceutils/hardware.h"
 #include "inferenceutils/paths.h"
 #include "info_json.h"
+#include "inferenceutils/python_home.h"
 #include "inferenceutils/bundle.h"
 #include "selection.h"
 
@@ -131,6 +132,15 @@ std::string Human(const Facts& f, const Decision& d, const std::string& store) {
   for (size_t i = 0; i < d.wheel_indexes.size(); ++i) Line(out, i == 0 ? "wheels" : "", d.wheel_indexes[i]);
   Line(out, "source", d.source_build_possible ? "a local build is possible" : "no local build possible");
   Line(out, "profile", d.profile_key);
+
+  out += "\nPython home\n";
+  {
+    const PythonHome& home = CurrentHome();
+    Line(out, "home", absl::StrCat(home.prefix, home.source == "system" ? " (the system's python3.11: a build without a home of its own)"
+                                              : home.source == "store" ? " (an app's, in the store)" : " (carried beside the launcher)"));
+    Line(out, "identity", home.id);
+    if (absl::Status ok = CheckHome(home); !ok.ok()) Line(out, "problem", std::string(ok.message()));
+  }
 
   out += "\nStore\n";
   Line(out, "location", store);

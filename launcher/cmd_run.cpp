@@ -10,17 +10,13 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/provision.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 #include "python_face.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
 namespace iu {
 namespace {
-
-std::string Parent(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? std::string(".") : path.substr(0, slash);
-}
 
 void UseRuntime(const Manifest& manifest, InterpreterConfig& config) {
   MarkInUse(manifest.prefix);
@@ -55,23 +51,26 @@ void ReportAfterProgram() {
 absl::StatusOr<int> CmdRun(const Invocation& invocation) {
   InterpreterConfig config;
   config.argv = invocation.args;
-  config.inherit_python_env = invocation.options.inherit_python_env;
   config.history_file = StateDir() + "/history";
 
   if (invocation.command == Command::kPython) {
-    // Started as <runtime>/bin/python (sys.executable of a runtime, e.g. by subprocess or
-    // multiprocessing): plain python inside that runtime, with its preload.
-    config.program_name = invocation.python_path;
-    config.executable = invocation.python_path;
-    std::string prefix = Parent(Parent(invocation.python_path));
-    if (absl::StatusOr<Manifest> manifest = Manifest::Read(prefix); manifest.ok()) {
-      UseRuntime(*manifest, config);
-      AttachPythonFace(invocation.options, *manifest, nullptr, config);
-      config.executable = invocation.python_path;
+    // Started as a runtime's bin/python* (sys.executable of a runtime, e.g. by subprocess or
+    // multiprocessing): plain python inside that runtime, with its preload. A venv made from a
+    // runtime, or the home's bin/python3.11: plain python, no preload.
+    config.program_name = invocation.argv.empty() ? invocation.python_path : invocation.argv[0];
+    config.orig_argv = invocation.argv;
+    config.history_file.clear();  // python's own ~/.python_history
+    if (!invocation.venv.empty()) {
+      if (absl::StatusOr<Manifest> manifest = Manifest::Read(invocation.venv); manifest.ok()) {
+        UseRuntime(*manifest, config);
+        AttachPythonFace(invocation.options, *manifest, nullptr, config);
+      }
     }
+    config.executable = invocation.python_path;
     return RunPython(config);
   }
-  if (invocation.options.system) return RunPython(config);  // the base interpreter, no runtime
+  config.orig_argv = invocation.argv;
+  if (invocation.options.system) return RunPython(config);  // the home's python, no runtime
 
   std::optional<std::string> script;
   if (invocation.command == Command::kRun) script = ScriptOf(invocation.args);
@@ -82,7 +81,7 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
       selection->store, selection->request, ProvisionOptionsFor(invocation.options), progress);
   progress.Finish();
   if (!manifest.ok()) return manifest.status();
-  EnsurePythonLink(manifest->prefix, selection->request.launcher);
+  EnsurePythonLink(manifest->prefix, CurrentHome().launcher);
   UseRuntime(*manifest, config);
   AttachPythonFace(invocation.options, *manifest, &*selection, config);
   g_after = {manifest->prefix, invocation.options.check_conflicts, true, getpid()};

@@ -7,6 +7,7 @@
 #include <algorithm>
 
 #include "inferenceutils/paths.h"
+#include "inferenceutils/python_home.h"
 
 namespace iu {
 
@@ -21,6 +22,16 @@ std::vector<std::string> RuntimeDirs(const std::string& store) {
   }
   std::sort(names.begin(), names.end());
   return names;
+}
+
+nlohmann::json PythonHomeJson() {
+  const PythonHome& home = CurrentHome();
+  return {{"id", home.id},
+          {"version", home.version},
+          {"prefix", home.prefix},
+          {"executable", home.executable},
+          {"source", home.source},  // bundled (beside the launcher), store (an app's), system (a dev build)
+          {"present", CheckHome(home).ok()}};
 }
 
 nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std::string& store) {
@@ -46,6 +57,7 @@ nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std:
       {"facts", facts.ToJson()},
       {"decision", decision.ToJson()},
       {"store", {{"root", store}, {"facts_cache", store + "/facts.json"}, {"runtimes", runtimes}}},
+      {"python_home", PythonHomeJson()},
   };
 }
 

@@ -18,6 +18,9 @@ constexpr int kInfoSchemaVersion = 1;
 std::vector<std::string> RuntimeDirs(const std::string& store);
 
 // {schema_version, launcher_version, facts, decision, store: {root, facts_cache, runtimes}}.
+// The Python home in use: its identity, where it is and where it came from.
+nlohmann::json PythonHomeJson();
+
 nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std::string& store);
 
 // The document's "bundles" section: where the runtime `target` could come from (--bundle files,

@@ -10,6 +10,12 @@
 
 int main(int argc, char** argv) {
   using namespace iu;
+  // A runtime's (or a venv's, or the home's) python: plain python, whatever argv[0] says.
+  if (std::optional<Invocation> python = PythonModeInvocation(argc, argv)) {
+    absl::StatusOr<int> result = CmdRun(*python);
+    if (!result.ok()) return ReportError(result.status());
+    return *result;
+  }
   if (std::optional<absl::StatusOr<int>> app = MaybeRunApp(argc, argv)) {
     if (!app->ok()) return ReportError(app->status());
     return **app;

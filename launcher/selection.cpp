@@ -7,6 +7,7 @@
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 
 namespace iu {
 namespace {
@@ -62,8 +63,11 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
 
   ScriptMetadata metadata;
   if (script) {
-    // A script that cannot be read is python's to report (exit 2, its message).
-    if (absl::StatusOr<std::string> text = ReadFile(*script); text.ok()) {
+    // A script that cannot be read is python's to report (exit 2, its message). Only a regular
+    // file is scanned: a pipe, FIFO or /dev/stdin would be consumed (or block) before python reads it.
+    absl::StatusOr<std::string> text = absl::NotFoundError("not a regular file");
+    if (IsRegularFile(*script)) text = ReadFile(*script);
+    if (text.ok()) {
       absl::StatusOr<ScriptMetadata> parsed = ParsePep723(*text, *script);
       if (!parsed.ok()) return parsed.status();
       metadata = *std::move(parsed);
@@ -80,7 +84,7 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
   s.spec = *std::move(spec);
 
   KeyContext context{s.decision.profile_key, s.facts.python.abi_tag, s.facts.python.platform_tag,
-                     s.decision.backend};
+                     s.decision.backend, CurrentHome().id};
   s.key = RuntimeKey(s.spec, context);
 
   BuildRequest& r = s.request;
@@ -103,7 +107,7 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
   r.backend = s.decision.backend;
   r.profile_key = s.decision.profile_key;
   r.decision = s.decision.ToJson();
-  r.launcher = SelfExecutable();
+  r.launcher = CurrentHome().launcher;
   r.facts = s.facts;           // which prebuilt bundles this machine can use
   r.assets_dir = AssetsDir();  // <assets>/bundles: the last bundle source
   return s;

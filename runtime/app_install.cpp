@@ -126,35 +126,13 @@ absl::StatusOr<nlohmann::json> ParseManifest(const std::string& text, const std:
   return m;
 }
 
-// Extracts the verified payload of `app` into the empty directory `dir`.
-absl::Status Extract(const AppFile& app, const std::string& dir, Progress& progress) {
-  const AppFooter& f = app.footer;
-  int fd = open(app.path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return StoreError(absl::StrCat("cannot read ", app.path, ": ", std::strerror(errno)));
-  struct Closer {
-    int fd;
-    ~Closer() { close(fd); }
-  } closer{fd};
-  std::string text;
-  if (!ReadAt(fd, f.payload_offset + f.manifest_offset, f.manifest_size, &text)) return Damaged(app.path, "cannot read app.json");
-  absl::StatusOr<nlohmann::json> manifest = ParseManifest(text, app.path);
-  if (!manifest.ok()) return manifest.status();
-  uint64_t archive_offset = 0, archive_size = 0;
-  try {
-    archive_offset = manifest->at("archive").at("offset").get<uint64_t>();
-    archive_size = manifest->at("archive").at("size").get<uint64_t>();
-  } catch (const nlohmann::json::exception&) {
-    return Damaged(app.path, "its app.json has no archive");
-  }
-  if (archive_offset < kAppHeaderSize || archive_offset + archive_size > f.manifest_offset) {
-    return Damaged(app.path, "its archive lies outside the payload");
-  }
-
-  progress.Step("extracting the app");
+// Extracts the tar.zst bytes [offset, offset+size) of the app file `fd` into `dir`: folders and
+// regular files only, every member path checked.
+absl::Status ExtractTar(const AppFile& app, int fd, uint64_t offset, uint64_t size, const std::string& dir) {
   RangeReader reader;
   reader.fd = fd;
-  reader.offset = f.payload_offset + archive_offset;
-  reader.left = archive_size;
+  reader.offset = offset;
+  reader.left = size;
   reader.dctx = ZSTD_createDCtx();
   ZSTD_DCtx_setParameter(reader.dctx, ZSTD_d_windowLogMax, 27);
   reader.in.resize(ZSTD_DStreamInSize() * 4);
@@ -218,7 +196,116 @@ absl::Status Extract(const AppFile& app, const std::string& dir, Progress& progr
   }
   archive_read_free(a);
   ZSTD_freeDCtx(reader.dctx);
-  if (!status.ok()) return status;
+  return status;
+}
+
+// The Python home the app carries, extracted once per home id into <store>/homes/<id>, shared by
+// every app of that home: under <store>/locks/home-<id>.lock, through a staging folder.
+absl::Status EnsureHome(const std::string& store_root, const AppFile& app, int fd, const nlohmann::json& home,
+                        uint64_t lo, uint64_t hi, Progress& progress) {
+  std::string id = home.value("id", "");
+  uint64_t offset = home.value("offset", uint64_t{0}), size = home.value("size", uint64_t{0});
+  bool id_ok = !id.empty() && id[0] != '.' &&
+               id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == std::string::npos;
+  if (!id_ok || offset < lo || offset + size > hi) {
+    return Damaged(app.path, absl::StrCat("its Python home entry '", id, "' does not fit the payload"));
+  }
+  const std::string dir = store_root + "/homes/" + id;
+  if (IsRegularFile(dir + "/home.json")) return absl::OkStatus();
+  if (auto s = MakeDirs(store_root + "/homes", ""); !s.ok()) return s;
+  absl::StatusOr<FileLock> lock = FileLock::Exclusive(store_root + "/locks/home-" + id + ".lock", absl::Hours(1),
+                                                      [&](long) { progress.Note("waiting for another start to extract the Python home"); });
+  if (!lock.ok()) return lock.status();
+  if (IsRegularFile(dir + "/home.json")) return absl::OkStatus();
+  progress.Step("extracting the Python home");
+  const std::string staging = absl::StrCat(store_root, "/homes/.tmp-", id, ".", getpid());
+  RemoveTree(staging);
+  if (PathExists(dir)) RemoveTree(dir);  // not whole (no home.json): a crashed extraction before renaming
+  if (mkdir(staging.c_str(), 0755) != 0) return StoreError(absl::StrCat("cannot create ", staging, ": ", std::strerror(errno)));
+  absl::Status status = ExtractTar(app, fd, app.footer.payload_offset + offset, size, staging);
+  if (status.ok() && !IsRegularFile(staging + "/home.json")) status = Damaged(app.path, "its Python home has no home.json");
+  if (status.ok() && rename(staging.c_str(), dir.c_str()) != 0) {
+    status = StoreError(absl::StrCat("cannot rename ", staging, " to ", dir, ": ", std::strerror(errno)));
+  }
+  if (!status.ok()) RemoveTree(staging);
+  return status;
+}
+
+// The app's own launcher tree inside `dir` (the install layout the launcher expects): the
+// launcher (the app file without its payload), its assets, and a view of the shared home.
+absl::Status MakeLauncherTree(const AppFile& app, int fd, const std::string& dir, const std::string& home_id) {
+  for (const char* sub : {"/bin", "/share", "/lib", "/lib/inferenceutils", "/lib/inferenceutils/python3.11",
+                          "/lib/inferenceutils/python3.11/bin"}) {
+    if (mkdir((dir + sub).c_str(), 0755) != 0 && errno != EEXIST) {
+      return StoreError(absl::StrCat("cannot create ", dir, sub, ": ", std::strerror(errno)));
+    }
+  }
+  const std::string launcher = dir + "/bin/inferenceutils";
+  int out = open(launcher.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0755);
+  if (out < 0) return StoreError(absl::StrCat("cannot create ", launcher, ": ", std::strerror(errno)));
+  std::string chunk;
+  absl::Status copy;
+  for (uint64_t done = 0; done < app.footer.payload_offset && copy.ok();) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(1 << 20, app.footer.payload_offset - done));
+    if (!ReadAt(fd, done, n, &chunk)) copy = Damaged(app.path, "its launcher cannot be read");
+    else if (auto w = WriteAll(out, chunk); !w.ok()) copy = StoreError(absl::StrCat("cannot write ", launcher, ": ", w.message()));
+    done += n;
+  }
+  close(out);
+  if (!copy.ok()) return copy;
+  const std::string home = dir + "/lib/inferenceutils/python3.11";
+  const std::string shared = "../../../../../homes/" + home_id;  // relative: the store may move
+  std::vector<std::pair<std::string, std::string>> links = {
+      {dir + "/share/inferenceutils", "../assets"},
+      {home + "/bin/python3.11", "../../../../bin/inferenceutils"},
+      {home + "/bin/python3", "python3.11"},
+      {home + "/lib", shared + "/lib"},
+      {home + "/include", shared + "/include"},
+      {home + "/share", shared + "/share"},
+      {home + "/home.json", shared + "/home.json"},
+  };
+  for (const auto& [link, target] : links) {
+    if (symlink(target.c_str(), link.c_str()) != 0) {
+      return StoreError(absl::StrCat("cannot create ", link, ": ", std::strerror(errno)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// Extracts the verified payload of `app` into the empty directory `dir`.
+absl::Status Extract(const std::string& store_root, const AppFile& app, const std::string& dir, Progress& progress) {
+  const AppFooter& f = app.footer;
+  int fd = open(app.path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return StoreError(absl::StrCat("cannot read ", app.path, ": ", std::strerror(errno)));
+  struct Closer {
+    int fd;
+    ~Closer() { close(fd); }
+  } closer{fd};
+  std::string text;
+  if (!ReadAt(fd, f.payload_offset + f.manifest_offset, f.manifest_size, &text)) return Damaged(app.path, "cannot read app.json");
+  absl::StatusOr<nlohmann::json> manifest = ParseManifest(text, app.path);
+  if (!manifest.ok()) return manifest.status();
+  uint64_t archive_offset = 0, archive_size = 0;
+  try {
+    archive_offset = manifest->at("archive").at("offset").get<uint64_t>();
+    archive_size = manifest->at("archive").at("size").get<uint64_t>();
+  } catch (const nlohmann::json::exception&) {
+    return Damaged(app.path, "its app.json has no archive");
+  }
+  if (archive_offset < kAppHeaderSize || archive_offset + archive_size > f.manifest_offset) {
+    return Damaged(app.path, "its archive lies outside the payload");
+  }
+
+  progress.Step("extracting the app");
+  if (auto status = ExtractTar(app, fd, f.payload_offset + archive_offset, archive_size, dir); !status.ok()) return status;
+
+  if (manifest->contains("home") && manifest->at("home").is_object()) {
+    const nlohmann::json& home = manifest->at("home");
+    if (auto s = EnsureHome(store_root, app, fd, home, archive_offset + archive_size, f.manifest_offset, progress); !s.ok()) {
+      return s;
+    }
+    if (auto s = MakeLauncherTree(app, fd, dir, home.value("id", "")); !s.ok()) return s;
+  }
 
   // Embedded bundles, copied out as they are.
   const nlohmann::json bundles = manifest->value("bundles", nlohmann::json::array());
@@ -242,7 +329,7 @@ absl::Status Extract(const AppFile& app, const std::string& dir, Progress& progr
     absl::Status copy;
     std::string chunk;
     while (done < size && copy.ok()) {
-      size_t n = static_cast<size_t>(std::min<uint64_t>(block.size(), size - done));
+      size_t n = static_cast<size_t>(std::min<uint64_t>(1 << 20, size - done));
       if (!ReadAt(fd, f.payload_offset + offset + done, n, &chunk)) {
         copy = Damaged(app.path, absl::StrCat("bundle ", name, " cannot be read"));
       } else if (auto w = WriteAll(ofd, chunk); !w.ok()) {
@@ -312,6 +399,13 @@ absl::StatusOr<InstalledApp> Load(const std::string& dir) {
     app.entry = *entry;
   }
   if (!IsDirectory(app.files_dir)) return absl::NotFoundError(absl::StrCat(app.files_dir, " is missing"));
+  if (app.manifest.contains("home")) {
+    // The launcher tree, and the shared home it sees (a pruned home means extracting again).
+    if (!IsRegularFile(dir + "/bin/inferenceutils") || !IsRegularFile(dir + "/lib/inferenceutils/python3.11/home.json")) {
+      return absl::NotFoundError(absl::StrCat(dir, "/bin/inferenceutils or its Python home is missing"));
+    }
+    app.launcher_prefix = dir;
+  }
   return app;
 }
 
@@ -365,7 +459,7 @@ absl::StatusOr<InstalledApp> InstallApp(const std::string& store_root, const App
       if (mkdir(staging.c_str(), 0755) != 0) {
         return StoreError(absl::StrCat("cannot create ", staging, ": ", std::strerror(errno), "; ", hint));
       }
-      absl::Status status = Extract(app, staging, progress);
+      absl::Status status = Extract(store_root, app, staging, progress);
       if (status.ok() && rename(staging.c_str(), dir.c_str()) != 0) {
         status = StoreError(absl::StrCat("cannot rename ", staging, " to ", dir, ": ", std::strerror(errno)));
       }

@@ -516,17 +516,17 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   if (!failure.ok()) return failure;
   const uint64_t archive_offset = kAppHeaderSize;
 
-  // The bundles, as they are.
-  nlohmann::json bundle_list = nlohmann::json::array();
-  for (const auto& [path, manifest] : bundles) {
-    progress.Step(absl::StrCat("adding bundle ", Basename(path)));
-    struct stat st;
-    if (stat(path.c_str(), &st) != 0) return StoreError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
-    uint64_t offset = payload.written;
+  // A file appended to the payload as it is: where it lies, its size and SHA-256.
+  struct Appended {
+    uint64_t offset = 0, size = 0;
+    std::string sha256;
+  };
+  auto append = [&](const std::string& path) -> absl::StatusOr<Appended> {
+    Appended out;
+    out.offset = payload.written;
     Sha256 sha;
     int in = open(path.c_str(), O_RDONLY | O_CLOEXEC);
     if (in < 0) return StoreError(absl::StrCat("cannot read ", path, ": ", std::strerror(errno)));
-    uint64_t size = 0;
     for (;;) {
       ssize_t n = read(in, buf.data(), buf.size());
       if (n < 0 && errno == EINTR) continue;
@@ -541,17 +541,42 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
         close(in);
         return StoreError(absl::StrCat("cannot write ", tmp, ": ", payload.error));
       }
-      size += static_cast<uint64_t>(n);
+      out.size += static_cast<uint64_t>(n);
     }
     close(in);
+    out.sha256 = sha.HexDigest();
+    return out;
+  };
+
+  // The bundles, as they are.
+  nlohmann::json bundle_list = nlohmann::json::array();
+  for (const auto& [path, manifest] : bundles) {
+    progress.Step(absl::StrCat("adding bundle ", Basename(path)));
+    absl::StatusOr<Appended> added = append(path);
+    if (!added.ok()) return added.status();
     std::string name = Basename(path);
     if (!absl::EndsWith(name, ".tar.zst")) name += ".tar.zst";
     bundle_list.push_back({{"name", name},
-                           {"offset", offset},
-                           {"size", size},
-                           {"sha256", sha.HexDigest()},
+                           {"offset", added->offset},
+                           {"size", added->size},
+                           {"sha256", added->sha256},
                            {"key", manifest.value("key", "")},
                            {"backend", manifest.value("backend", "")}});
+  }
+
+  // The Python home (made once by the build as <home>.tar.zst): the app runs where no Python is.
+  nlohmann::json home_entry = nullptr;
+  if (!request.home_archive.empty()) {
+    progress.Step("adding the Python home");
+    if (!IsRegularFile(request.home_archive)) {
+      return WithExit(absl::FailedPreconditionError(absl::StrCat(
+                          "app build: the Python home archive ", request.home_archive,
+                          " is missing; reinstall inferenceutils (or rebuild it)")),
+                      kExitInstall);
+    }
+    absl::StatusOr<Appended> added = append(request.home_archive);
+    if (!added.ok()) return added.status();
+    home_entry = {{"id", request.home_id}, {"offset", added->offset}, {"size", added->size}, {"sha256", added->sha256}};
   }
 
   // app.json, then the footer.
@@ -575,6 +600,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
         {"unpacked_bytes", unpacked}}},
       {"bundles", bundle_list},
   };
+  if (!home_entry.is_null()) app_manifest["home"] = home_entry;
   std::string manifest_text = app_manifest.dump(1) + "\n";
   AppFooter footer;
   footer.payload_offset = launcher_bytes;

@@ -22,6 +22,7 @@
 #include "inferenceutils/process.h"
 #include "inferenceutils/provision.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 #include "inferenceutils/runtime_libraries.h"
 
 namespace iu {
@@ -57,20 +58,15 @@ absl::Status Symlink(const std::string& target, const std::string& link) {
   return absl::OkStatus();
 }
 
-// The venv `python -m venv --without-pip` would make, in microseconds: pyvenv.cfg, bin/ links,
-// site-packages. bin/python3.X is the base interpreter (used for pip and verification);
-// bin/python and bin/python3 are the launcher, so sys.executable re-enters it with the preload.
+// The venv `python -m venv --without-pip` would make, in microseconds: pyvenv.cfg (home = the
+// launcher's Python home), bin/ links, site-packages. bin/python, python3 and python3.X are the
+// launcher, which is python there (with the runtime's preload once it is published), so
+// sys.executable, pip and every child re-enter it.
 absl::Status CreateVenv(const std::string& prefix, const std::string& launcher) {
-  std::string base = BasePythonExecutable();
-  std::string cfg = absl::StrCat("home = ", base.substr(0, base.rfind('/')),
-                                 "\ninclude-system-site-packages = false\nversion = ",
-                                 EmbeddedPythonVersion(), "\nexecutable = ", base,
-                                 "\ncommand = inferenceutils (native venv)\n");
-  if (auto s = WriteFileAtomic(prefix + "/pyvenv.cfg", cfg); !s.ok()) return s;
+  if (auto s = WritePyvenvCfg(prefix); !s.ok()) return s;
   if (auto s = MakeDirs(SitePackages(prefix), ""); !s.ok()) return s;
   if (auto s = MakeDirs(prefix + "/bin", ""); !s.ok()) return s;
   if (auto s = Symlink("lib", prefix + "/lib64"); !s.ok()) return s;
-  if (auto s = Symlink(base, prefix + "/bin/" + PythonDirName()); !s.ok()) return s;
   EnsurePythonLink(prefix, launcher);
   // The preload hook: runs during site's .pth processing (before sitecustomize and any user
   // code), and only under the launcher, which registers the built-in _inferenceutils module.
@@ -81,7 +77,7 @@ absl::Status CreateVenv(const std::string& prefix, const std::string& launcher) 
 }
 
 absl::StatusOr<std::string> FindPipWheel() {
-  std::string pattern = absl::StrCat(BasePythonPrefix(), "/share/python-wheels/pip-*.whl");
+  std::string pattern = absl::StrCat(CurrentHome().wheels_dir, "/pip-*.whl");
   glob_t matches;
   std::string found;
   if (glob(pattern.c_str(), 0, nullptr, &matches) == 0 && matches.gl_pathc > 0) {
@@ -91,7 +87,9 @@ absl::StatusOr<std::string> FindPipWheel() {
   if (found.empty()) {
     return WithExit(absl::FailedPreconditionError(absl::StrCat(
                         "pip's wheel is missing (", pattern,
-                        "); install it with `apt-get install python3.11-venv python3-pip-whl`")),
+                        CurrentHome().source == "system"
+                            ? "); install it with `apt-get install python3.11-venv python3-pip-whl`"
+                            : "); the launcher's Python home is incomplete: reinstall inferenceutils")),
                     kExitProvision);
   }
   return found;
@@ -202,8 +200,17 @@ absl::Status BuildFailure(absl::string_view step, absl::string_view reason,
 
 }  // namespace
 
+absl::Status WritePyvenvCfg(const std::string& prefix) {
+  const PythonHome& home = CurrentHome();
+  std::string cfg = absl::StrCat("home = ", home.executable.substr(0, home.executable.rfind('/')),
+                                 "\ninclude-system-site-packages = false\nversion = ", home.version,
+                                 "\nexecutable = ", home.executable, "\ncommand = inferenceutils (native venv)\n",
+                                 "inferenceutils-home = ", home.id, "\n");
+  return WriteFileAtomic(prefix + "/pyvenv.cfg", cfg);
+}
+
 void EnsurePythonLink(const std::string& prefix, const std::string& launcher) {
-  for (const char* name : {"/bin/python", "/bin/python3"}) {
+  for (const std::string& name : {std::string("/bin/python"), std::string("/bin/python3"), "/bin/" + PythonDirName()}) {
     std::string link = prefix + name;
     char buf[4096];
     ssize_t n = readlink(link.c_str(), buf, sizeof(buf) - 1);
@@ -226,7 +233,8 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   manifest.prefix = prefix;
   manifest.python_version = EmbeddedPythonVersion();
   manifest.python_abi = EmbeddedPythonAbi();
-  manifest.base_prefix = BasePythonPrefix();
+  manifest.base_prefix = CurrentHome().prefix;
+  manifest.python_home = CurrentHome().id;
   manifest.backend = request.backend;
   manifest.profile_key = request.profile_key;
   manifest.decision = request.decision;

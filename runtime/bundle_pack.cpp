@@ -27,6 +27,7 @@
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 
 namespace iu {
 namespace bundle_internal {
@@ -177,13 +178,11 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
   Walk(prefix, "", &items, &walk_error);
   if (!walk_error.empty()) return StoreError(walk_error);
 
-  const std::string base = BasePythonExecutable();
+  const std::string python_name = CurrentHome().executable.substr(CurrentHome().executable.rfind('/') + 1);
   for (Item& item : items) {
     if (item.type != 'l') continue;
-    if (item.path == "bin/python" || item.path == "bin/python3") {
-      item.role = "launcher";
-    } else if (item.target == base || item.target == manifest->base_prefix + "/bin/" + base.substr(base.rfind('/') + 1)) {
-      item.role = "base_python";
+    if (item.path == "bin/python" || item.path == "bin/python3" || item.path == "bin/" + python_name) {
+      item.role = "launcher";  // re-pointed at the unpacking launcher
     } else if (absl::StartsWith(item.target, "/")) {
       if (absl::StartsWith(item.target, old_prefix + "/")) {  // inside: make it relative
         std::string inside = item.target.substr(old_prefix.size() + 1);
@@ -222,7 +221,7 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
       {"backend", manifest->backend},
       {"arch", profile.value("arch", "")},
       {"cpu_isa", options.isa.empty() ? profile.value("isa", "") : options.isa},
-      {"python", {{"abi", manifest->python_abi}, {"version", manifest->python_version}, {"executable", base}}},
+      {"python", {{"abi", manifest->python_abi}, {"version", manifest->python_version}, {"home", CurrentHome().id}}},
       {"platform", profile.value("platform", "")},
   };
   std::string platform_tag = profile.value("platform", "");

@@ -30,6 +30,7 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/provision.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 
 namespace iu {
 namespace {
@@ -387,7 +388,7 @@ absl::StatusOr<nlohmann::json> ReadBundleManifest(const std::string& path) {
 std::string PythonMismatch(const nlohmann::json& requires_json) {
   const nlohmann::json python = requires_json.value("python", nlohmann::json::object());
   std::string abi = python.value("abi", ""), version = python.value("version", "");
-  std::string executable = python.value("executable", "");
+  std::string home = python.value("home", "");
   if (abi != EmbeddedPythonAbi()) {
     return absl::StrCat("built for Python ABI ", abi.empty() ? "?" : abi, ", this launcher embeds ", EmbeddedPythonAbi());
   }
@@ -395,11 +396,10 @@ std::string PythonMismatch(const nlohmann::json& requires_json) {
     return absl::StrCat("built for Python ", version.empty() ? "?" : version, ", this launcher embeds Python ",
                         EmbeddedPythonVersion());
   }
-  if (executable != BasePythonExecutable()) {
-    return absl::StrCat("needs the base interpreter ", executable, ", this launcher's is ", BasePythonExecutable());
-  }
-  if (access(executable.c_str(), X_OK) != 0) {
-    return absl::StrCat("needs the base interpreter ", executable, ", which is missing (apt-get install python3.11)");
+  if (home != CurrentHome().id) {
+    return absl::StrCat("built on the Python home ", home.empty() ? python.value("executable", "?") : home,
+                        ", this launcher carries ", CurrentHome().id,
+                        " (pack it again with this launcher's version)");
   }
   return "";
 }
@@ -496,9 +496,7 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
     if (type == AE_IFLNK) {
       std::string target = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
       auto it = expected.find(member);
-      bool allowed_absolute = it != expected.end() && it->second.target == target &&
-                              ((it->second.role == "launcher") ||
-                               (it->second.role == "base_python" && target == BasePythonExecutable()));
+      bool allowed_absolute = it != expected.end() && it->second.target == target && it->second.role == "launcher";
       if (!allowed_absolute && !TargetInside(member, target)) {
         return fail_now(member, absl::StrCat("symlink to '", target, "' points outside the runtime"));
       }
@@ -601,6 +599,8 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
     if (auto s = WriteFileAtomic(file, replaced); !s.ok()) return s;
     chmod(file.c_str(), (it->second.mode & 0111) ? 0755 : 0644);
   }
+  // pyvenv.cfg names this launcher's home (the same identity the bundle requires), wherever it is.
+  if (auto s = WritePyvenvCfg(data_dir); !s.ok()) return s;
   EnsurePythonLink(data_dir, options.launcher);
 
   // The installed manifest: where it is now, where it came from, the key it stands in for.

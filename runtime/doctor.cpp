@@ -1,5 +1,6 @@
 // The checks behind `doctor` and `run --check-conflicts` (include/inferenceutils/doctor.h).
 #include "inferenceutils/doctor.h"
+#include "inferenceutils/python_home.h"
 
 #include <glob.h>
 #include <limits.h>
@@ -90,6 +91,10 @@ nlohmann::json Finding::ToJson() const {
 std::string LibraryOrigin(const std::string& path, const std::string& runtime_prefix,
                           const std::vector<std::string>& system_dirs) {
   if (Below(path, runtime_prefix)) return "runtime";
+  // The launcher's Python home (its stdlib's extension modules and their libraries) is the
+  // runtime's base, as /usr/lib/python3.11 is a venv's.
+  const std::string home = CurrentHome().prefix;
+  if (Below(path, home) || Below(path, ResolvedPath(home))) return "home";
   for (const auto& dir : system_dirs) {
     if (Below(path, dir)) return "system";
   }

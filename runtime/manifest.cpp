@@ -12,7 +12,7 @@ nlohmann::json Manifest::ToJson() const {
       {"format", format},         {"key", key},
       {"key_inputs", key_inputs}, {"source", source},
       {"created", created},       {"prefix", prefix},
-      {"python", {{"version", python_version}, {"abi", python_abi}, {"base_prefix", base_prefix}}},
+      {"python", {{"version", python_version}, {"abi", python_abi}, {"base_prefix", base_prefix}, {"home", python_home}}},
       {"backend", backend},       {"profile_key", profile_key},
       {"decision", decision},     {"requirements", requirements},
       {"preload", preload},       {"libraries", libraries},
@@ -38,6 +38,7 @@ absl::StatusOr<Manifest> Manifest::FromJson(const nlohmann::json& json) {
     m.python_version = python.at("version").get<std::string>();
     m.python_abi = python.at("abi").get<std::string>();
     m.base_prefix = python.at("base_prefix").get<std::string>();
+    m.python_home = python.value("home", "");
     m.backend = json.at("backend").get<std::string>();
     m.profile_key = json.value("profile_key", "");
     m.decision = json.value("decision", nlohmann::json::object());

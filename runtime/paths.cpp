@@ -62,10 +62,24 @@ std::string StateDir() {
   return HomeDir() + "/.local/state/inferenceutils";
 }
 
+std::string MakeAbsolutePath(const std::string& path) {
+  if (path.empty() || path[0] == '/') return path;
+  char cwd[4096];
+  if (!getcwd(cwd, sizeof(cwd))) return path;
+  std::string rel = path;
+  while (rel.size() >= 2 && rel.compare(0, 2, "./") == 0) rel = rel.substr(2);
+  if (rel == ".") rel.clear();
+  std::string base = cwd;
+  if (rel.empty()) return base;
+  return base == "/" ? "/" + rel : base + "/" + rel;
+}
+
 std::string StoreRoot(const std::string& explicit_home) {
-  if (!explicit_home.empty()) return explicit_home;
+  // Absolute once, here: a relative store would give relative sys.executable, shebangs and
+  // manifest paths that break after a chdir.
+  if (!explicit_home.empty()) return MakeAbsolutePath(explicit_home);
   std::string home = Env("INFERENCEUTILS_HOME");
-  if (!home.empty()) return home;
+  if (!home.empty()) return MakeAbsolutePath(home);
   // A portable install (a copied folder, a USB stick): the store lives beside the executable
   // when a file `inferenceutils.portable` or a folder `store/` is there. Two stat() calls.
   std::string exe_dir = Dirname(SelfExecutable());

@@ -20,6 +20,7 @@
 #include "inferenceutils/errors.h"
 #include "inferenceutils/libraries.h"
 #include "inferenceutils/paths.h"
+#include "inferenceutils/python_home.h"
 
 namespace iu {
 namespace {
@@ -190,14 +191,30 @@ PyObject* LauncherPy(PyObject*, PyObject*) {
   return PyUnicode_DecodeFSDefaultAndSize(self.data(), static_cast<Py_ssize_t>(self.size()));
 }
 
-// Puts `paths` first on sys.path (in order). Best effort: a failure leaves sys.path as it was.
-void PrependSysPath(const std::vector<std::string>& paths) {
+// Puts `paths` on sys.path (in order) just before the first site-packages entry: ahead of what
+// pip installs, behind the script's directory and the standard library, so python's own first
+// entry stays python's (sys.path[0] is the script's directory, or the stdlib zip with -I/-P).
+// Best effort: a failure leaves sys.path as it was.
+void InsertSysPath(const std::vector<std::string>& paths) {
   PyObject* sys_path = PySys_GetObject("path");  // borrowed
   if (!sys_path || !PyList_Check(sys_path)) return;
+  Py_ssize_t at = PyList_Size(sys_path);
+  for (Py_ssize_t i = 0; i < PyList_Size(sys_path); ++i) {
+    const char* entry = PyUnicode_Check(PyList_GetItem(sys_path, i)) ? PyUnicode_AsUTF8(PyList_GetItem(sys_path, i)) : nullptr;
+    if (!entry) {
+      PyErr_Clear();
+      continue;
+    }
+    std::string text = entry;
+    if (text.size() >= 13 && text.compare(text.size() - 13, 13, "site-packages") == 0) {
+      at = i;
+      break;
+    }
+  }
   for (size_t i = 0; i < paths.size(); ++i) {
     PyObject* item = PyUnicode_DecodeFSDefault(paths[i].c_str());
     if (!item) return PyErr_Clear();
-    if (PyList_Insert(sys_path, static_cast<Py_ssize_t>(i), item) != 0) PyErr_Clear();
+    if (PyList_Insert(sys_path, at + static_cast<Py_ssize_t>(i), item) != 0) PyErr_Clear();
     Py_DECREF(item);
   }
 }
@@ -263,10 +280,10 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
     ~ConfigGuard() { PyConfig_Clear(config); }
   } guard{&config};
 
-  // Isolation without the isolated config: no PYTHON* variables (children inherit this as -E),
-  // no user site directory.
-  config.use_environment = spec.inherit_python_env ? 1 : 0;
-  config.user_site_directory = 0;
+  // Python's own rules (not the isolated config): PYTHON* variables count as for python3.11, and
+  // -I/-E/-s/-P isolate on request. Only the home is the launcher's: config.home beats PYTHONHOME.
+  const PythonHome& home = CurrentHome();
+  if (auto checked = CheckHome(home); !checked.ok()) return checked;
   config.parse_argv = 1;
 
   std::vector<std::string> argv_storage;
@@ -281,17 +298,38 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
     if (PyStatus_IsExit(status)) return status.exitcode;
     return FromPyStatus(status, "argv");
   }
-  const std::string executable = spec.executable.empty() ? BasePythonExecutable() : spec.executable;
-  status = PyConfig_SetBytesString(&config, &config.executable, executable.c_str());
-  if (PyStatus_Exception(status)) return FromPyStatus(status, "executable");
-  status = PyConfig_SetBytesString(&config, &config.program_name, spec.program_name.c_str());
-  if (PyStatus_Exception(status)) return FromPyStatus(status, "program name");
+  if (!spec.orig_argv.empty()) {
+    std::vector<std::string> orig_storage = spec.orig_argv;
+    std::vector<wchar_t*> orig;
+    struct WideGuard {
+      std::vector<wchar_t*>& items;
+      ~WideGuard() {
+        for (wchar_t* item : items) PyMem_RawFree(item);
+      }
+    } wide_guard{orig};
+    for (auto& arg : orig_storage) {
+      wchar_t* wide = Py_DecodeLocale(arg.c_str(), nullptr);
+      if (!wide) return absl::InternalError("cannot decode the command line");
+      orig.push_back(wide);
+    }
+    status = PyConfig_SetWideStringList(&config, &config.orig_argv, static_cast<Py_ssize_t>(orig.size()), orig.data());
+    if (PyStatus_Exception(status)) return FromPyStatus(status, "orig_argv");
+  }
+  const std::string executable = spec.executable.empty() ? home.executable : spec.executable;
+  for (const auto& [field, value] : {std::pair{&config.executable, executable},
+                                     std::pair{&config.base_executable, home.executable},
+                                     std::pair{&config.home, home.prefix},
+                                     std::pair{&config.program_name, spec.program_name}}) {
+    status = PyConfig_SetBytesString(&config, field, value.c_str());
+    if (PyStatus_Exception(status)) return FromPyStatus(status, "configuration");
+  }
 
   status = Py_InitializeFromConfig(&config);
   if (PyStatus_Exception(status)) {
     // --version, --help and usage errors of python's own option parser end here.
     if (PyStatus_IsExit(status)) return status.exitcode;
-    return FromPyStatus(status, "initialization");
+    // A bad -X option or PYTHON* value: python's own "Fatal Python error: ..." and exit 1.
+    Py_ExitStatusException(status);
   }
 
   // A runtime without the .pth hook (or site disabled with -S) still gets its preload here,
@@ -308,7 +346,7 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
                               "`inferenceutils runtime rebuild` builds the runtime again")),
                     kExitPreload);
   }
-  PrependSysPath(spec.extra_paths);
+  InsertSysPath(spec.extra_paths);
   if (!spec.history_file.empty() && isatty(STDIN_FILENO)) InstallInteractiveHook(spec.history_file);
 
   return Py_RunMain();

@@ -605,6 +605,7 @@ nlohmann::json RuntimeKeyJson(const RuntimeSpec& spec, const KeyContext& context
           {"backend_settings", backend_settings},
           {"profile_key", context.profile_key},
           {"python_abi", context.python_abi},
+          {"python_home", context.python_home},
           {"platform_tag", context.platform_tag}};
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -88,11 +89,16 @@ uint64_t TreeSize(const std::string& path) {
 
 void MarkInUse(const std::string& prefix) {
   std::string path = prefix + kInUse;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return;
-  // The descriptor stays open (and the shared lock held) until the process ends.
   flock(fd, LOCK_SH | LOCK_NB);
   futimens(fd, nullptr);  // last used (needs write permission; harmless when it fails)
+  // The lock belongs to the open file, which a mapping keeps alive after the descriptor is
+  // closed: the process holds the shared lock until it ends (or execs) without holding an extra
+  // descriptor, so the user's program sees exactly the descriptors python would give it.
+  void* mapping = mmap(nullptr, 1, PROT_READ, MAP_SHARED, fd, 0);
+  (void)mapping;  // on failure the lock simply ends with the descriptor (best effort)
+  close(fd);
 }
 
 absl::StatusOr<Manifest> Store::Lookup(const std::string& key) const {

@@ -98,6 +98,8 @@ struct AppBuildRequest {
   AppSettings settings;   // merged
   std::string launcher;   // the executable to copy (its own payload, if any, is left out)
   std::string assets_dir; // the launcher's assets, carried by the app
+  std::string home_archive;  // the Python home as .tar.zst ("" = an app without one: a system-Python build)
+  std::string home_id;
 };
 
 struct AppBuildResult {
@@ -127,6 +129,9 @@ struct InstalledApp {
   std::string assets_dir;            // <dir>/assets
   std::string spec_file;             // "" = the default spec of assets_dir
   std::vector<std::string> bundles;  // embedded runtime bundles, extracted
+  // <dir> as a launcher install tree (bin/inferenceutils, share/inferenceutils, and
+  // lib/inferenceutils/python3.11 → <store>/homes/<home id>): "" for an app without a Python home.
+  std::string launcher_prefix;
   AppEntry entry;
   bool verified = false;             // this start hashed the payload
   bool extracted = false;            // this start extracted it

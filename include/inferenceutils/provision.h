@@ -54,8 +54,10 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
 absl::StatusOr<Manifest> EnsureRuntime(const Store& store, const BuildRequest& request,
                                        const ProvisionOptions& options, Progress& progress);
 
-// Points <prefix>/bin/python (and python3) at `launcher` if it points elsewhere (a moved
-// install). One readlink on the warm path.
+// Points <prefix>/bin/python, python3 and python3.X at `launcher` if they point elsewhere (a
+// moved install). One readlink each on the warm path.
 void EnsurePythonLink(const std::string& prefix, const std::string& launcher);
+// Writes <prefix>/pyvenv.cfg naming this launcher's Python home (builds, unpacked bundles).
+absl::Status WritePyvenvCfg(const std::string& prefix);
 
 }  // namespace iu

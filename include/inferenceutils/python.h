@@ -16,8 +16,9 @@ struct InterpreterConfig {
   // Python's command line after the program name, parsed by python itself (parse_argv=1), so
   // -c/-m/-i/-u/-W/-X/- and the script's own arguments mean exactly what they mean to python.
   std::vector<std::string> argv;
-  // sys.executable. getpath reads pyvenv.cfg beside it, so a runtime's bin/python makes
-  // sys.prefix the runtime. Empty: the base interpreter the launcher was built against.
+  // sys.executable. site reads pyvenv.cfg beside or above it, so a runtime's bin/python makes
+  // sys.prefix the runtime. Empty: the home's bin/python3.11 (plain python, no runtime).
+  // sys.base_prefix and sys._base_executable are always the launcher's Python home.
   std::string executable;
   // Shared libraries loaded (RTLD_GLOBAL, by absolute path) before the interpreter starts.
   std::vector<std::string> libraries;
@@ -25,11 +26,11 @@ struct InterpreterConfig {
   std::vector<std::string> preload;
   // REPL history file; empty leaves python's default (~/.python_history).
   std::string history_file;
-  // Honour PYTHON* environment variables (PYTHONPATH, PYTHONSTARTUP, ...). Off by default: the
-  // launcher owns its interpreter's configuration.
-  bool inherit_python_env = false;
-  // Directories put first on sys.path right after the interpreter is set up (after site and the
-  // preload, before any user code), e.g. <assets>/python holding the `inferenceutils` package.
+  // sys.orig_argv: the command line as the process got it; empty = program_name + argv.
+  std::vector<std::string> orig_argv;
+  // Directories put on sys.path right after the interpreter is set up (after site and the
+  // preload, before any user code), just before site-packages, e.g. <assets>/python holding the
+  // `inferenceutils` package.
   std::vector<std::string> extra_paths;
   // Documents the built-in module `_inferenceutils` hands to Python code on request
   // (`_inferenceutils.document(name)`, e.g. "info", "runtime"): computed only when asked, so a

@@ -126,9 +126,12 @@ struct KeyContext {
   std::string platform_tag;  // "manylinux_2_36_x86_64"
   std::string backend;       // the spec's [backends.<backend>] settings that count; "" = the
                              // profile key's prefix before '-'
+  std::string python_home;   // the launcher's Python home ("3.11.2-<digest>"): a launcher with
+                             // another stdlib never reuses the runtime
 };
 
-constexpr int kRuntimeFormatVersion = 1;
+// 2: runtimes on the launcher's own Python home (pyvenv.cfg home = the home's bin).
+constexpr int kRuntimeFormatVersion = 2;
 
 // The canonical JSON (sorted keys, compact) of what the key is a digest of: requirements
 // normalized, deduplicated and sorted; preload and libraries in order; backend_package; sources;

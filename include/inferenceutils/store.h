@@ -34,7 +34,8 @@ struct Manifest {
   std::string prefix;                  // the data directory (sys.prefix)
   std::string python_version;          // "3.11.2"
   std::string python_abi;              // "cp311"
-  std::string base_prefix;             // "/usr"
+  std::string base_prefix;             // the Python home's prefix when built
+  std::string python_home;             // the Python home's identity ("3.11.2-<digest>")
   std::string backend;                 // "cpu", "cuda", ...
   std::string profile_key;
   nlohmann::json decision;             // the backend decision it was built for

@@ -197,7 +197,9 @@ def _cache_parent() -> Path:
 
 
 def _debian_wheels() -> list[Path]:
-    wheels = sorted(DEBIAN_WHEELS.glob("pip-*.whl")) + sorted(DEBIAN_WHEELS.glob("setuptools-*.whl"))
+    # wheel too: setuptools 66 asks for it in every isolated build of a setup.py project.
+    wheels = sorted(DEBIAN_WHEELS.glob("pip-*.whl")) + sorted(DEBIAN_WHEELS.glob("setuptools-*.whl")) \
+        + sorted(DEBIAN_WHEELS.glob("wheel-*.whl"))
     if not wheels:
         raise RuntimeError(f"no pip/setuptools wheels in {DEBIAN_WHEELS}: apt-get install python3-pip-whl python3-setuptools-whl")
     return wheels

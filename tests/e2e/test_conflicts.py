@@ -101,12 +101,13 @@ def outcome(proc) -> dict:
 # --- the conflict, and what the launcher does about it -------------------------------------------
 
 def test_plain_python_gets_the_conflict(conflict, tmp_path):
-    """The runtime's real interpreter (bin/python3.11; bin/python is the launcher): whichever
-    extension comes first decides the copy of libiuconflict.so.1 for both."""
-    python = conflict.prefix / "bin" / "python3.11"
-    assert os.path.realpath(python) == os.path.realpath("/usr/bin/python3.11")
-    assert os.path.realpath(conflict.prefix / "bin" / "python") == os.path.realpath(BIN)
-    env = env_for(conflict.store, tmp_path)
+    """Plain python (Debian's python3.11 with the runtime's site-packages on its path; every
+    bin/python* of the runtime is the launcher): whichever extension comes first decides the copy
+    of libiuconflict.so.1 for both."""
+    python = "/usr/bin/python3.11"
+    for name in ("python", "python3", "python3.11"):
+        assert os.path.realpath(conflict.prefix / "bin" / name) == os.path.realpath(BIN)
+    env = dict(env_for(conflict.store, tmp_path), PYTHONPATH=str(conflict.site))
     v1 = str(conflict.site / "iu_conflict_framework" / "libiuconflict.so.1")
     v2 = str(conflict.site / "iu_conflict_backend" / "libiuconflict.so.1")
 
@@ -182,8 +183,9 @@ def test_nvidia_libraries_are_loaded_from_the_runtime_before_the_preload(healthy
     assert outcome(proc) == {"paths": {"cudart": cudart, "cublas": cublas}, "version": 12040, "gemm": 12041}
     assert proc.stderr == ""
     # Plain python has nothing that finds them: the extension needs them by SONAME only.
-    plain = subprocess.run([str(healthy.prefix / "bin" / "python3.11"), "-c", "import iu_conflict_cuda_backend"],
-                           env=env_for(healthy.store, tmp_path), capture_output=True, text=True, timeout=60)
+    plain = subprocess.run(["/usr/bin/python3.11", "-c", "import iu_conflict_cuda_backend"],
+                           env=dict(env_for(healthy.store, tmp_path), PYTHONPATH=str(healthy.site)),
+                           capture_output=True, text=True, timeout=60)
     assert plain.returncode == 1 and "libfakecublas.so.12: cannot open shared object file" in plain.stderr, plain.stderr
 
 
@@ -239,7 +241,7 @@ def test_doctor_in_a_healthy_runtime(healthy, tmp_path):
     origins = {Path(lib["path"]).name: (lib["origin"], lib["path"]) for lib in report["libraries"]}
     assert origins["libiuconflict.so.1"] == ("runtime", str(healthy.site / "iu_conflict_backend" / "libiuconflict.so.1"))
     assert origins["libfakecudart.so.12"][0] == "runtime"
-    assert {lib["origin"] for lib in report["libraries"]} <= {"runtime", "system"}
+    assert {lib["origin"] for lib in report["libraries"]} <= {"runtime", "home", "system"}
     assert report["backend"]["module"] == "llama_cpp" and report["backend"]["gpu_offload"] is False
     assert "FIXTURE = 1" in report["backend"]["system_info"]
     assert report["preload_errors"] == {} and report["environment"] == {}

@@ -363,43 +363,48 @@ def test_broken_pipe_closed_reader(tmp_path, env):
 # Isolation: PYTHON* variables and the user site directory belong to the launcher, not the caller;
 # --python-env is the documented opt-in for the variables.
 
-def test_pythonpath_ignored_and_opt_in(tmp_path, warm_runtime):
+# PYTHON* variables: python's own rules (issue "the launcher is python"). The reference is
+# python3.11 -s (a runtime is a venv: no user site); -E after `run` ignores them, as python -E.
+
+def test_pythonpath_honoured_and_e_ignores_it(tmp_path, warm_runtime):
     extra = tmp_path / "extra"
     write(extra / "leaked.py", "VALUE = 'from PYTHONPATH'\n")
     env = clean_env(tmp_path, **warm_runtime, PYTHONPATH=extra)
     code = ["-c", "import leaked; print(leaked.VALUE)"]
-    py, iu = both(["run", *code], code, env)
+    plain = subprocess.run([BASE_PYTHON, "-s", *code], env=env, capture_output=True, text=True)
+    iu = run(["run", *code], env)
+    assert (iu.returncode, iu.stdout) == (plain.returncode, plain.stdout) == (0, "from PYTHONPATH\n")
+    py, iu = both(["run", "-E", *code], code, env)  # run_python is python3.11 -E -s
     assert_same(py, iu)
     assert iu.returncode == 1 and "ModuleNotFoundError: No module named 'leaked'" in iu.stderr
-    # Opt-in: like python without -E.
-    plain = subprocess.run([BASE_PYTHON, *code], env=env, capture_output=True, text=True)
-    opted = run(["--python-env", "run", *code], env)
-    assert (opted.returncode, opted.stdout) == (plain.returncode, plain.stdout) == (0, "from PYTHONPATH\n")
+    # --python-env is kept as a no-op alias.
+    assert run(["--python-env", "run", *code], env).stdout == "from PYTHONPATH\n"
 
 
-def test_pythonhome_ignored(tmp_path, warm_runtime):
+def test_pythonhome_is_the_launchers(tmp_path, warm_runtime):
     env = clean_env(tmp_path, **warm_runtime, PYTHONHOME=tmp_path / "nowhere")
     code = ["-c", "import sys, os; print(sys.base_prefix, os.__file__)"]
-    py, iu = both(["run", *code], code, env)
-    assert_same(py, iu)
-    assert iu.returncode == 0
+    iu = run(["run", *code], env)
+    assert iu.returncode == 0, iu.stderr
+    home = str(BIN.parent.parent / "lib" / "inferenceutils" / "python3.11")
+    base_prefix, os_file = iu.stdout.split()
+    assert base_prefix == home and os_file.startswith(home + "/lib/python3.11/")
     # Sanity: python honouring the variable cannot even start.
     assert subprocess.run([BASE_PYTHON, *code], env=env, capture_output=True).returncode != 0
 
 
-def test_pythonstartup_ignored_and_opt_in(tmp_path, warm_runtime):
+def test_pythonstartup_honoured(tmp_path, warm_runtime):
     startup = write(tmp_path / "startup.py", "print('STARTUP RAN')\n")
     env = clean_env(tmp_path, **warm_runtime, PYTHONSTARTUP=startup)
     # `-i` with a piped stdin: python's interactive loop, which runs $PYTHONSTARTUP when honoured.
-    py, iu = both(["run", "-i"], ["-i"], env, input="print('hi')\n")
+    plain = subprocess.run([BASE_PYTHON, "-s", "-i"], env=env, input="print('hi')\n", capture_output=True, text=True)
+    iu = run(["run", "-i"], env, input="print('hi')\n")
+    assert (iu.returncode, iu.stdout) == (plain.returncode, plain.stdout) == (0, "STARTUP RAN\nhi\n")
+    py, iu = both(["run", "-E", "-i"], ["-i"], env, input="print('hi')\n")
     assert (iu.returncode, iu.stdout) == (py.returncode, py.stdout) == (0, "hi\n")
-    plain = subprocess.run([BASE_PYTHON, "-i"], env=env, input="print('hi')\n", capture_output=True,
-                           text=True)
-    opted = run(["--python-env", "run", "-i"], env, input="print('hi')\n")
-    assert (opted.returncode, opted.stdout) == (plain.returncode, plain.stdout) == (0, "STARTUP RAN\nhi\n")
 
 
-def test_pythonunbuffered_ignored_and_opt_in(tmp_path, warm_runtime):
+def test_pythonunbuffered_honoured(tmp_path, warm_runtime):
     script = write(tmp_path / "inter.py", INTERLEAVE)
     env = clean_env(tmp_path, **warm_runtime, PYTHONUNBUFFERED="1")
 
@@ -407,9 +412,27 @@ def test_pythonunbuffered_ignored_and_opt_in(tmp_path, warm_runtime):
         return subprocess.run(list(map(str, argv)), env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, timeout=60).stdout
 
-    assert merged([BIN, "run", script]) == merged([BASE_PYTHON, "-E", script]) == "err\nout1\nout2\n"
-    assert merged([BIN, "--python-env", "run", script]) == merged([BASE_PYTHON, script]) \
-        == "out1\nerr\nout2\n"
+    assert merged([BIN, "run", script]) == merged([BASE_PYTHON, script]) == "out1\nerr\nout2\n"
+    assert merged([BIN, "run", "-E", script]) == merged([BASE_PYTHON, "-E", script]) == "err\nout1\nout2\n"
+
+
+@pytest.mark.parametrize("name,value,code", [
+    ("PYTHONHASHSEED", "123", "print(hash('inferenceutils'))"),
+    ("PYTHONIOENCODING", "latin-1", "import sys; print(sys.stdout.encoding)"),
+    ("PYTHONWARNINGS", "error::UserWarning", "import warnings; print(warnings.filters[0][0])"),
+    ("PYTHONDEVMODE", "1", "import sys; print(sys.flags.dev_mode)"),
+    ("PYTHONINTMAXSTRDIGITS", "1000", "import sys; print(sys.get_int_max_str_digits())"),
+    ("PYTHONDONTWRITEBYTECODE", "1", "import sys; print(sys.dont_write_bytecode)"),
+    ("PYTHONFAULTHANDLER", "1", "import faulthandler; print(faulthandler.is_enabled())"),
+    ("PYTHONSAFEPATH", "1", "import sys; print(sys.flags.safe_path)"),
+    ("PYTHONINTMAXSTRDIGITS", "foo", "print(1)"),   # python's own fatal error, exit 1
+])
+def test_python_variables_as_python(tmp_path, warm_runtime, name, value, code):
+    env = clean_env(tmp_path, **warm_runtime, **{name: value})
+    plain = subprocess.run([BASE_PYTHON, "-s", "-c", code], env=env, capture_output=True, text=True)
+    iu = run(["run", "-c", code], env)
+    assert (iu.returncode, iu.stdout) == (plain.returncode, plain.stdout), (iu.stderr, plain.stderr)
+    assert norm(iu.stderr).splitlines()[:1] == norm(plain.stderr).splitlines()[:1]
 
 
 def test_user_site_ignored(tmp_path, env):
@@ -426,18 +449,21 @@ def test_user_site_ignored(tmp_path, env):
     assert run(["--python-env", "run", *code], env).returncode == 1
 
 
-def test_isolation_passed_to_children(tmp_path, warm_runtime):
-    """sys.flags say -E -s, so children started the way multiprocessing does are isolated too."""
+@pytest.mark.parametrize("flags", [[], ["-E", "-s"], ["-I"]])
+def test_python_flags_passed_to_children(tmp_path, warm_runtime, flags):
+    """sys.flags say what python was given, so children started the way multiprocessing does get
+    the same isolation as python's."""
     extra = tmp_path / "extra"
     write(extra / "leaked.py", "")
     env = clean_env(tmp_path, **warm_runtime, PYTHONPATH=extra)
     code = ["-c", "import subprocess, sys\n"
                   "flags = subprocess._args_from_interpreter_flags()\n"
                   "r = subprocess.run([sys.executable, *flags, '-c', 'import leaked'], capture_output=True)\n"
-                  "print(sys.flags.ignore_environment, sys.flags.no_user_site, flags, r.returncode)"]
-    py, iu = both(["run", *code], code, env)
-    assert_same(py, iu)
-    assert iu.stdout == "1 1 ['-E', '-s'] 1\n"
+                  "print(sys.flags.ignore_environment, flags, r.returncode)"]
+    plain = subprocess.run([BASE_PYTHON, *flags, *code], env=env, capture_output=True, text=True)
+    iu = run(["run", *flags, *code], env)
+    assert (iu.returncode, iu.stdout) == (plain.returncode, plain.stdout), (iu.stderr, plain.stderr)
+    assert iu.stdout.split()[-1] == ("0" if not flags else "1")
 
 
 # ---------------------------------------------------------------------------------------------

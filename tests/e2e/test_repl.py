@@ -173,11 +173,12 @@ def test_ctrl_c_at_prompt(tmp_path, term_env, which):
 
 @pytest.mark.parametrize("opt_in", [False, True])
 def test_pythonstartup_at_prompt(tmp_path, term_env, opt_in):
-    """$PYTHONSTARTUP runs at python's prompt only when honoured: with --python-env, as python -s."""
+    """$PYTHONSTARTUP runs at python's prompt as python runs it (`repl`, as python -s); `run -E`
+    ignores it, as python -E."""
     startup = tmp_path / "startup.py"
     startup.write_text("print('STARTUP' + ' RAN')\nfrom_startup = 1\n")
     term_env["PYTHONSTARTUP"] = str(startup)
-    argv = [BIN, *(["--python-env"] if opt_in else []), "repl"]
+    argv = [BIN, "repl"] if opt_in else [BIN, "run", "-E"]
     reference = [BASE_PYTHON, "-s"] if opt_in else [BASE_PYTHON, "-E", "-s"]
     for command in (reference, argv):
         term = Terminal(command, term_env, cwd=tmp_path)

@@ -3,6 +3,7 @@
 #include "doctest/doctest.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 
 namespace iu {
 namespace {
@@ -24,7 +25,7 @@ Facts MachineFacts() {
 nlohmann::json CpuRequires(const std::string& isa) {
   return {{"backend", "cpu"}, {"arch", "x86_64"}, {"cpu_isa", isa},
           {"python", {{"abi", EmbeddedPythonAbi()}, {"version", EmbeddedPythonVersion()},
-                      {"executable", BasePythonExecutable()}}},
+                      {"home", CurrentHome().id}}},
           {"platform", "manylinux_2_31_x86_64"}, {"libc", "glibc"}, {"min_glibc", "2.31"}};
 }
 
@@ -52,6 +53,12 @@ TEST_CASE("bundle: platform, glibc and Python") {
   r = CpuRequires("x86-64");
   r["python"]["version"] = "3.11.0";
   CHECK(UnmetRequirement(r, f).find("built for Python 3.11.0") == 0);
+  r = CpuRequires("x86-64");
+  r["python"]["home"] = "3.11.2-0000000000000000";  // another launcher's stdlib
+  CHECK(UnmetRequirement(r, f).find("built on the Python home 3.11.2-0000000000000000") == 0);
+  r["python"].erase("home");
+  r["python"]["executable"] = "/usr/bin/python3.11";  // a bundle of the launcher before its own home
+  CHECK(UnmetRequirement(r, f).find("built on the Python home /usr/bin/python3.11") == 0);
 }
 
 TEST_CASE("bundle: CUDA compute capabilities and driver") {
