@@ -6,6 +6,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -194,6 +195,15 @@ absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv) {
     const OptionSpec* spec = nullptr;
     for (const auto& candidate : kOptions) {
       if (name == candidate.name) spec = &candidate;
+    }
+    if (!spec && i == 1 && arg.size() >= 2 && arg[1] != '-' &&
+        std::string_view("bBcdEiImOPsSuWxXR").find(arg[1]) != std::string_view::npos) {
+      // The launcher binary itself given python's options (`<launcher> -c CODE`, as tools do with
+      // realpath(sys.executable)): plain python on the home, as /usr/bin/python3.11 is for a venv.
+      inv.command = Command::kPython;
+      inv.python_path = CurrentHome().executable;
+      inv.args.assign(argv + 1, argv + argc);
+      return inv;
     }
     if (!spec) {
       return UsageError(absl::StrCat("unknown option '", name,

@@ -61,6 +61,7 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
     config.orig_argv = invocation.argv;
     config.history_file.clear();  // python's own ~/.python_history
     if (!invocation.venv.empty()) {
+      AdoptHomeOfVenv(invocation.venv);
       if (absl::StatusOr<Manifest> manifest = Manifest::Read(invocation.venv); manifest.ok()) {
         UseRuntime(*manifest, config);
         AttachPythonFace(invocation.options, *manifest, nullptr, config);

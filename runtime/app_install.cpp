@@ -29,7 +29,7 @@ using app_internal::Damaged;
 using app_internal::ReadAt;
 
 // A safe relative member path: no absolute, no "..", no empty or "." components.
-std::string UnsafePath(const std::string& path) {
+std::string UnsafePath(const std::string& path, bool app_layout = true) {
   if (path.empty()) return "empty path";
   if (path[0] == '/') return "absolute path";
   for (absl::string_view part : absl::StrSplit(path, '/')) {
@@ -37,7 +37,7 @@ std::string UnsafePath(const std::string& path) {
     if (part.empty() || part == ".") return "path has an empty or '.' component";
   }
   std::string top = path.substr(0, path.find('/'));
-  if (top != "app" && top != "assets" && top != "spec.toml" && top != "icon.png") return "not part of an app";
+  if (app_layout && top != "app" && top != "assets" && top != "spec.toml" && top != "icon.png") return "not part of an app";
   return "";
 }
 
@@ -128,7 +128,8 @@ absl::StatusOr<nlohmann::json> ParseManifest(const std::string& text, const std:
 
 // Extracts the tar.zst bytes [offset, offset+size) of the app file `fd` into `dir`: folders and
 // regular files only, every member path checked.
-absl::Status ExtractTar(const AppFile& app, int fd, uint64_t offset, uint64_t size, const std::string& dir) {
+absl::Status ExtractTar(const AppFile& app, int fd, uint64_t offset, uint64_t size, const std::string& dir,
+                        bool app_layout) {
   RangeReader reader;
   reader.fd = fd;
   reader.offset = offset;
@@ -156,7 +157,7 @@ absl::Status ExtractTar(const AppFile& app, int fd, uint64_t offset, uint64_t si
     std::string member = archive_entry_pathname(e) ? archive_entry_pathname(e) : "";
     mode_t type = archive_entry_filetype(e);
     if (type == AE_IFDIR && member.size() > 1 && member.back() == '/') member.pop_back();
-    if (std::string why = UnsafePath(member); !why.empty()) {
+    if (std::string why = UnsafePath(member, app_layout); !why.empty()) {
       status = Damaged(app.path, absl::StrCat("member ", member, ": ", why));
       break;
     }
@@ -222,7 +223,7 @@ absl::Status EnsureHome(const std::string& store_root, const AppFile& app, int f
   RemoveTree(staging);
   if (PathExists(dir)) RemoveTree(dir);  // not whole (no home.json): a crashed extraction before renaming
   if (mkdir(staging.c_str(), 0755) != 0) return StoreError(absl::StrCat("cannot create ", staging, ": ", std::strerror(errno)));
-  absl::Status status = ExtractTar(app, fd, app.footer.payload_offset + offset, size, staging);
+  absl::Status status = ExtractTar(app, fd, app.footer.payload_offset + offset, size, staging, false);
   if (status.ok() && !IsRegularFile(staging + "/home.json")) status = Damaged(app.path, "its Python home has no home.json");
   if (status.ok() && rename(staging.c_str(), dir.c_str()) != 0) {
     status = StoreError(absl::StrCat("cannot rename ", staging, " to ", dir, ": ", std::strerror(errno)));
@@ -297,7 +298,9 @@ absl::Status Extract(const std::string& store_root, const AppFile& app, const st
   }
 
   progress.Step("extracting the app");
-  if (auto status = ExtractTar(app, fd, f.payload_offset + archive_offset, archive_size, dir); !status.ok()) return status;
+  if (auto status = ExtractTar(app, fd, f.payload_offset + archive_offset, archive_size, dir, true); !status.ok()) {
+    return status;
+  }
 
   if (manifest->contains("home") && manifest->at("home").is_object()) {
     const nlohmann::json& home = manifest->at("home");

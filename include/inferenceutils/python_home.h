@@ -25,6 +25,9 @@ struct PythonHome {
 const PythonHome& CurrentHome();
 // Apps: the home they extracted into the store (<store>/homes/<id>, an install-tree layout).
 void UseHomeAt(const std::string& install_prefix, const std::string& source);
+// A copy of the launcher in a venv's bin/ (`python -m venv --copies`, venv.create() without
+// symlinks) has no home beside it: take the one its pyvenv.cfg `home` names, when that is one.
+bool AdoptHomeOfVenv(const std::string& venv);
 // Where a launcher at `launcher` finds its home: <dir>/../lib/inferenceutils/python3.11.
 std::string HomeBeside(const std::string& launcher);
 // The identity compiled into this launcher: "3.11.2-<16 hex>", "" in a build without a home.

@@ -2,7 +2,9 @@
 
 #include <sys/stat.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/python.h"
@@ -60,6 +62,25 @@ const PythonHome& CurrentHome() { return Current(); }
 
 void UseHomeAt(const std::string& install_prefix, const std::string& source) {
   Current() = Make(install_prefix, install_prefix + "/bin/inferenceutils", source);
+}
+
+bool AdoptHomeOfVenv(const std::string& venv) {
+  if (CheckHome(Current()).ok()) return false;
+  absl::StatusOr<std::string> cfg = ReadFile(venv + "/pyvenv.cfg");
+  if (!cfg.ok()) return false;
+  for (absl::string_view line : absl::StrSplit(*cfg, '\n')) {
+    std::pair<absl::string_view, absl::string_view> kv = absl::StrSplit(line, absl::MaxSplits('=', 1));
+    if (absl::StripAsciiWhitespace(kv.first) != "home") continue;
+    std::string bin(absl::StripAsciiWhitespace(kv.second));
+    PythonHome candidate = Current();
+    candidate.prefix = Dirname(bin);
+    candidate.executable = absl::StrCat(bin, "/", PythonDir());
+    candidate.wheels_dir = candidate.prefix + "/share/python-wheels";
+    if (!CheckHome(candidate).ok()) return false;
+    Current() = candidate;
+    return true;
+  }
+  return false;
 }
 
 std::string HomeBeside(const std::string& launcher) {
