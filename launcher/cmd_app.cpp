@@ -388,7 +388,7 @@ int PrintInfo(const AppFile& file, const InstalledApp& app, const Selection& s, 
       {"system", InfoJson(s.facts, s.decision, s.store.root())},
   };
   if (json) {
-    std::cout << doc.dump(2) << "\n";
+    std::cout << DumpJson(doc, 2) << "\n";
     return 0;
   }
   std::cout << "app       " << m.value("name", "") << " " << m.value("version", "") << ", entry " << DescribeEntry(app)

@@ -9,6 +9,7 @@
 #include "commands.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
+#include "inferenceutils/json_text.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
@@ -81,7 +82,7 @@ int List(const Invocation& invocation, const Store& store, bool json) {
     rows.push_back(row);
   }
   if (json) {
-    std::cout << rows.dump(2) << "\n";
+    std::cout << DumpJson(rows, 2) << "\n";
     return 0;
   }
   if (rows.empty()) {
@@ -172,7 +173,7 @@ absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
     }
     absl::StatusOr<Manifest> manifest = store.Lookup(*key);
     if (!manifest.ok()) return WithExit(manifest.status(), kExitConfig);
-    std::cout << manifest->ToJson().dump(2) << "\n";
+    std::cout << DumpJson(manifest->ToJson(), 2) << "\n";
     return 0;
   }
   if (sub == "path" || sub == "rebuild") {

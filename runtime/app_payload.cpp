@@ -22,6 +22,7 @@
 #include "absl/strings/str_replace.h"
 #include "inferenceutils/app.h"
 #include "inferenceutils/bundle.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/digest.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
@@ -575,7 +576,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
         {"unpacked_bytes", unpacked}}},
       {"bundles", bundle_list},
   };
-  std::string manifest_text = app_manifest.dump(1) + "\n";
+  std::string manifest_text = DumpJson(app_manifest, 1) + "\n";
   AppFooter footer;
   footer.payload_offset = launcher_bytes;
   footer.manifest_offset = payload.written;

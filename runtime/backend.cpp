@@ -1,4 +1,5 @@
 // The backend decision: Facts + forced backend + assets/backends.toml → Decision.
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/backend.h"
 #include "inferenceutils/digest.h"
 
@@ -329,7 +330,7 @@ const std::vector<std::string>& KnownBackends() {
 }
 
 std::string ProfileKeyOf(const nlohmann::json& profile) {
-  std::string canonical = profile.dump();  // objects keep sorted keys: canonical
+  std::string canonical = DumpJson(profile);  // objects keep sorted keys: canonical
   std::string hex = Sha256Hex(canonical).substr(0, 16);
   return absl::StrCat(profile.value("backend", "unknown"), "-", hex);
 }

@@ -17,6 +17,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/process.h"
@@ -186,8 +187,11 @@ for name in sys.argv[1:]:
     except BaseException as e:
         errors[name] = "%s: %s" % (type(e).__name__, e)
 dists = sorted({(d.metadata["Name"], d.version) for d in md.distributions()})
-print("IU-VERIFY " + json.dumps({"sys_path": [p for p in sys.path if p], "dists": dists,
-                                 "errors": errors, "prefix": sys.prefix}))
+# Paths are bytes: one that is not UTF-8 is shown with U+FFFD (the report is for the manifest).
+text = json.dumps({"sys_path": [p for p in sys.path if p], "dists": dists,
+                   "errors": errors, "prefix": sys.prefix}, ensure_ascii=False)
+sys.stdout.flush()
+sys.stdout.buffer.write(("IU-VERIFY " + text + "\n").encode("utf-8", "replace"))
 )PY";
 
 absl::Status BuildFailure(absl::string_view step, absl::string_view reason,
@@ -244,6 +248,13 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
     ~CloseLog() { close(fd); }
   } close_log{log_fd};
 
+  // pip writes the runtime's path into scripts as UTF-8 and fails on other bytes (after a while,
+  // with a traceback): say so before it starts. Runtimes from bundles need no pip.
+  if (ValidUtf8(prefix) != prefix) {
+    return StoreError(absl::StrCat("the store's path ", ValidUtf8(store.root()),
+                                   " is not valid UTF-8, and pip cannot install into such a path; "
+                                   "set INFERENCEUTILS_HOME (or --home) to a UTF-8 path"));
+  }
   progress.Step("creating the venv");
   auto start = Clock::now();
   if (auto s = CreateVenv(prefix, request.launcher); !s.ok()) return s;
@@ -337,7 +348,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   manifest.timings["total"] = SecondsSince(total_start);
   manifest.created = NowRfc3339();
 
-  if (auto s = WriteFileAtomic(prefix + "/manifest.json", manifest.ToJson().dump(2) + "\n"); !s.ok()) return s;
+  if (auto s = WriteFileAtomic(prefix + "/manifest.json", DumpJson(manifest.ToJson(), 2) + "\n"); !s.ok()) return s;
   return manifest;
 }
 

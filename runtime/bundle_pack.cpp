@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "bundle_internal.h"
 #include "stream_writers.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
 #include "inferenceutils/errors.h"
@@ -273,7 +274,7 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
       {"file_count", files.size()},
       {"files", files},
   };
-  std::string bundle_text = bundle.dump(1) + "\n";
+  std::string bundle_text = DumpJson(bundle, 1) + "\n";
 
   progress.Step("compressing");
   std::string tmp = absl::StrCat(output, ".tmp.", getpid());

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "bundle_internal.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/backend.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
@@ -351,7 +352,7 @@ absl::StatusOr<int> WriteBundleIndex(const std::string& dir) {
     bundles.push_back({{"file", name}, {"sha256", Sha256Hex(*content)}, {"size", content->size()}, {"manifest", *m}});
   }
   nlohmann::json index = {{"format", kBundleFormat}, {"bundles", bundles}};
-  if (auto s = WriteFileAtomic(dir + "/index.json", index.dump(1) + "\n"); !s.ok()) return s;
+  if (auto s = WriteFileAtomic(dir + "/index.json", DumpJson(index, 1) + "\n"); !s.ok()) return s;
   return static_cast<int>(bundles.size());
 }
 

@@ -1,6 +1,7 @@
 // The runtime spec: parsing (TOML), overrides, requirement normalization and the runtime key.
 // PEP 723 and requires-python live in pep723.cpp.
 #include "inferenceutils/spec.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/digest.h"
 
 #include <unistd.h>
@@ -609,7 +610,7 @@ nlohmann::json RuntimeKeyJson(const RuntimeSpec& spec, const KeyContext& context
 }
 
 std::string RuntimeKeyInputs(const RuntimeSpec& spec, const KeyContext& context) {
-  return RuntimeKeyJson(spec, context).dump();  // nlohmann's object keys are sorted
+  return DumpJson(RuntimeKeyJson(spec, context));  // nlohmann's object keys are sorted
 }
 
 std::string RuntimeKey(const RuntimeSpec& spec, const KeyContext& context) {
