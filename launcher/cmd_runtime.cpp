@@ -1,7 +1,9 @@
 // runtime list | info KEY | path | rebuild | remove KEY | prune [--unused-for DAYS] [--not-matching]
+#include <algorithm>
 #include <ctime>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -44,6 +46,14 @@ std::string CurrentProfile(const Invocation& invocation) {
 }
 
 absl::StatusOr<std::string> ResolveKey(const Store& store, const std::string& given) {
+  // Keys are hex digests: anything else (an empty prefix would match every runtime, a path, a
+  // name with '/' or '..') names no runtime.
+  bool hex = !given.empty() && given.size() <= 64 &&
+             std::all_of(given.begin(), given.end(), [](char c) { return absl::ascii_isxdigit(c); });
+  if (!hex) {
+    return ConfigError(absl::StrCat("'", given, "' is not a runtime key (a key, or the first hex digits of one); ",
+                                    "`inferenceutils runtime list` shows the keys"));
+  }
   std::string found;
   for (const auto& entry : store.List()) {
     if (entry.key == given) return given;

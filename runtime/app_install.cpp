@@ -379,7 +379,7 @@ absl::StatusOr<InstalledApp> InstallApp(const std::string& store_root, const App
     }
   }
   if (auto s = MakeDirs(dir + "/verified", hint); !s.ok()) return s;
-  int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd >= 0) {
     std::string line = app.path + "\n";
     (void)!write(fd, line.data(), line.size());

@@ -437,7 +437,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
 
   Cleanup cleanup;
   const std::string tmp = absl::StrCat(output, ".tmp.", getpid());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0755);
   if (fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   cleanup.paths.push_back(tmp);
   struct FdCloser {
@@ -598,7 +598,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   if (!s.icon.empty()) {
     icon_out = output + ".png";
     std::string icon_tmp = absl::StrCat(icon_out, ".tmp.", getpid());
-    int ifd = open(icon_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ifd = open(icon_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (ifd < 0) return StoreError(absl::StrCat("cannot write ", icon_tmp, ": ", std::strerror(errno)));
     cleanup.paths.push_back(icon_tmp);
     struct stat st;
@@ -610,7 +610,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   std::string desktop_tmp = absl::StrCat(output, ".desktop.tmp.", getpid());
   {
     std::string text = DesktopEntry(s.name, output, icon_out, absl::StrCat(s.name, " ", s.version));
-    int dfd = open(desktop_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    int dfd = open(desktop_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0755);
     if (dfd < 0) return StoreError(absl::StrCat("cannot write ", desktop_tmp, ": ", std::strerror(errno)));
     cleanup.paths.push_back(desktop_tmp);
     bool ok = write(dfd, text.data(), text.size()) == static_cast<ssize_t>(text.size());

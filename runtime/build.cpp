@@ -241,7 +241,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
 
   if (auto s = MakeDirs(store.root() + "/logs", ""); !s.ok()) return s;
   manifest.log = absl::StrCat(store.root(), "/logs/", request.key, "-", std::time(nullptr), "-", getpid(), ".log");
-  int log_fd = open(manifest.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int log_fd = open(manifest.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (log_fd < 0) return StoreError(absl::StrCat("cannot write the build log ", manifest.log, ": ", std::strerror(errno)));
   struct CloseLog {
     int fd;

@@ -181,7 +181,7 @@ absl::StatusOr<std::string> FetchBundle(const Store& store, const BundleCandidat
   progress.Step(absl::StrCat("downloading ", name));
   struct stat st;
   curl_off_t offset = stat(part.c_str(), &st) == 0 ? st.st_size : 0;
-  int fd = open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return StoreError(absl::StrCat("cannot write ", part, ": ", std::strerror(errno)));
   CURL* curl = c.easy_init();
   CommonOptions(c, curl, url);

@@ -279,7 +279,7 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
   progress.Step("compressing");
   std::string tmp = absl::StrCat(output, ".tmp.", getpid());
   HashingWriter file;
-  file.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  file.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (file.fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   ZstdSink sink;
   sink.out = [&](absl::string_view chunk) {

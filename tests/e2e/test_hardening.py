@@ -47,6 +47,55 @@ def runtime_key(env, *args) -> str:
     return doc["bundles"]["runtime_key"]
 
 
+# --- 1-3: the store never deletes or writes outside itself ------------------------------------
+
+def test_remove_and_publish_never_delete_outside_the_store(tmp_path, env):
+    store = tmp_path / "store"
+    key = hello_runtime(env)
+    victims = []
+    for name in ("elsewhere", "elsewhere2"):
+        victim = tmp_path / name
+        victim.mkdir()
+        (victim / "precious").write_text("keep me")
+        victims.append(victim)
+    # A forged key whose link climbs out of the store, then `runtime remove` of it.
+    forged = "abcdef0123456789"
+    os.symlink("../../elsewhere", store / "runtimes" / forged)
+    assert run(["runtime", "remove", forged], env, check_rc=0).stdout.strip() == f"removed {forged}"
+    assert not (store / "runtimes" / forged).is_symlink()
+    # The real runtime's link bent outside, then replaced by a rebuild (Publish deletes the old).
+    (store / "runtimes" / key).unlink()
+    os.symlink("../../elsewhere2", store / "runtimes" / key)
+    run(["--spec", HELLO, "runtime", "rebuild"], env, timeout=300, check_rc=0)
+    for victim in victims:
+        assert (victim / "precious").read_text() == "keep me"
+        assert not (victim / ".in-use").exists()  # not even the in-use probe was made there
+
+
+def test_lock_file_symlink_is_not_followed(tmp_path, env):
+    key = runtime_key(env)
+    store = tmp_path / "store"
+    (store / "locks").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched\n")
+    os.symlink(victim, store / "locks" / f"{key}.lock")
+    proc = run(["--spec", HELLO, "run", "-c", "print(1)"], env, timeout=300)
+    assert proc.returncode == 73, proc.stderr
+    assert "symlink" in one_error_line(proc)
+    assert victim.read_text() == "untouched\n"
+    assert runtime_dirs(store)["data"] == []
+
+
+@pytest.mark.parametrize("bad", ["", "../data", "xyz", "/", "abc def"])
+def test_remove_rejects_an_empty_or_non_hex_key(tmp_path, env, bad):
+    key = hello_runtime(env)
+    proc = run(["runtime", "remove", bad], env)
+    assert proc.returncode == 65, proc.stderr
+    assert "runtime list" in one_error_line(proc)
+    assert list(runtime_dirs(tmp_path / "store")["runtimes"]) == [key]
+    assert run(["runtime", "info", bad], env).returncode == 65
+
+
 # --- 6: bytes that are not UTF-8 never abort --------------------------------------------------
 
 def test_non_utf8_environment_and_links_do_not_abort(tmp_path):
