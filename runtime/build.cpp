@@ -239,6 +239,13 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   manifest.libraries = request.libraries;
   manifest.build_env = request.build_env;
 
+  // pip writes the runtime's path into scripts as UTF-8 and fails on other bytes (after a while,
+  // with a traceback): say so before it starts. Runtimes from bundles need no pip.
+  if (ValidUtf8(prefix) != prefix) {
+    return StoreError(absl::StrCat("the store's path ", ValidUtf8(store.root()),
+                                   " is not valid UTF-8, and pip cannot install into such a path; "
+                                   "set INFERENCEUTILS_HOME (or --home) to a UTF-8 path"));
+  }
   if (auto s = MakeDirs(store.root() + "/logs", ""); !s.ok()) return s;
   manifest.log = absl::StrCat(store.root(), "/logs/", request.key, "-", std::time(nullptr), "-", getpid(), ".log");
   int log_fd = open(manifest.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
@@ -248,13 +255,6 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
     ~CloseLog() { close(fd); }
   } close_log{log_fd};
 
-  // pip writes the runtime's path into scripts as UTF-8 and fails on other bytes (after a while,
-  // with a traceback): say so before it starts. Runtimes from bundles need no pip.
-  if (ValidUtf8(prefix) != prefix) {
-    return StoreError(absl::StrCat("the store's path ", ValidUtf8(store.root()),
-                                   " is not valid UTF-8, and pip cannot install into such a path; "
-                                   "set INFERENCEUTILS_HOME (or --home) to a UTF-8 path"));
-  }
   progress.Step("creating the venv");
   auto start = Clock::now();
   if (auto s = CreateVenv(prefix, request.launcher); !s.ok()) return s;
