@@ -25,6 +25,8 @@
 #include "absl/strings/str_split.h"
 #include "commands.h"
 #include "info_json.h"
+#include "inferenceutils/env_values.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/app.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/errors.h"
@@ -436,6 +438,7 @@ absl::StatusOr<int> WriteDesktop(const AppFile& file, const InstalledApp& app) {
 }
 
 absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& reporter) {
+  if (auto status = CheckEnvValues(); !status.ok()) return status;
   const std::string store_root = StoreRoot(o.launcher.home);
   ProvisionOptions provision = ProvisionOptionsFor(o.launcher);
   absl::StatusOr<InstalledApp> app = InstallApp(store_root, file, provision.lock_timeout, reporter);

@@ -338,8 +338,8 @@ std::string ProfileKeyOf(const nlohmann::json& profile) {
 absl::StatusOr<Decision> Decide(const Facts& facts, const std::string& forced_backend,
                                 const std::string& backends_toml_path) {
   if (!forced_backend.empty() && !Contains(KnownBackends(), forced_backend)) {
-    return UsageError(absl::StrCat("unknown backend '", forced_backend, "' (choose ",
-                                   absl::StrJoin(KnownBackends(), ", "), ")"));
+    return ConfigError(absl::StrCat("unknown backend '", forced_backend, "' (--backend or INFERENCEUTILS_BACKEND); choose ",
+                                    absl::StrJoin(KnownBackends(), ", "), " or auto"));
   }
   absl::StatusOr<Table> table = LoadTable(backends_toml_path);
   if (!table.ok()) return table.status();

@@ -129,3 +129,35 @@ def test_a_store_path_that_is_not_utf8(tmp_path):
         proc = run_bytes(args, env)
         assert proc.returncode == 0, proc.stderr
         json.loads(proc.stdout.decode("utf-8"))
+
+
+# --- 8: bad numbers are errors, 0 means do not wait -------------------------------------------
+
+@pytest.mark.parametrize("name,value", [("INFERENCEUTILS_LOCK_TIMEOUT", "-1"), ("INFERENCEUTILS_LOCK_TIMEOUT", "abc"),
+                                        ("INFERENCEUTILS_LOCK_TIMEOUT", "1e3"), ("INFERENCEUTILS_DOWNLOAD_TIMEOUT", "0"),
+                                        ("INFERENCEUTILS_DOWNLOAD_TIMEOUT", "soon"),
+                                        ("INFERENCEUTILS_BUNDLE_MAX_BYTES", "20X"),
+                                        ("INFERENCEUTILS_BUNDLE_MAX_BYTES", "0"),
+                                        ("INFERENCEUTILS_APP_TERMINAL", "yes")])
+def test_a_bad_numeric_variable_is_exit_65_naming_it(tmp_path, name, value):
+    env = clean_env(tmp_path, **{name: value})
+    for args in (["--spec", HELLO, "run", "-c", "print(1)"], ["info"], ["runtime", "list"]):
+        proc = run(args, env, timeout=60)
+        assert proc.returncode == 65, (args, proc.stderr)
+        line = one_error_line(proc)
+        assert f"{name}='{value}'" in line
+    assert not (tmp_path / "store" / "data").exists()  # refused before anything was made
+
+
+def test_lock_timeout_zero_does_not_wait(tmp_path, env):
+    key = runtime_key(env)
+    locks = tmp_path / "store" / "locks"
+    locks.mkdir(parents=True)
+    with open(locks / f"{key}.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        start = time.monotonic()
+        proc = run(["--spec", HELLO, "run", "-c", "print(1)"], dict(env, INFERENCEUTILS_LOCK_TIMEOUT="0"), timeout=30)
+        assert proc.returncode == 75, proc.stderr
+        assert time.monotonic() - start < 10
+        proc = run(["--spec", HELLO, "run", "-c", "print(1)"], dict(env, INFERENCEUTILS_LOCK_TIMEOUT="0.3"), timeout=30)
+        assert proc.returncode == 75 and "INFERENCEUTILS_LOCK_TIMEOUT" in proc.stderr
