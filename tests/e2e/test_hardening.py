@@ -131,6 +131,24 @@ def test_a_store_path_that_is_not_utf8(tmp_path):
         json.loads(proc.stdout.decode("utf-8"))
 
 
+# --- 7: info lists a bundle it cannot read as rejected ----------------------------------------
+
+def test_info_lists_unreadable_bundles_as_rejected(tmp_path, env):
+    corrupt = tmp_path / "corrupt.tar.zst"
+    corrupt.write_bytes(b"\x28\xb5\x2f\xfd" + os.urandom(200))
+    bundles = [tmp_path / "missing.tar.zst", corrupt, "http://127.0.0.1:9/none/", "http://127.0.0.1:9/rt.tar.zst"]
+    args = [x for b in bundles for x in ("--bundle", b)]
+    for fmt in (["--json"], []):
+        proc = run([*args, "--spec", HELLO, "info", *fmt], env, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+    doc = json.loads(run([*args, "--spec", HELLO, "info", "--json"], env, check_rc=0).stdout)
+    rows = {row["location"]: row for row in doc["bundles"]["candidates"]}
+    assert "does not exist" in rows[str(tmp_path / "missing.tar.zst")]["rejected"]
+    assert rows[str(corrupt)]["rejected"]
+    assert rows["http://127.0.0.1:9/none/"]["rejected"]
+    assert rows["http://127.0.0.1:9/rt.tar.zst"]["chosen"] in (True, False)  # read after the download
+
+
 # --- 8: bad numbers are errors, 0 means do not wait -------------------------------------------
 
 @pytest.mark.parametrize("name,value", [("INFERENCEUTILS_LOCK_TIMEOUT", "-1"), ("INFERENCEUTILS_LOCK_TIMEOUT", "abc"),
