@@ -179,3 +179,32 @@ def test_lock_timeout_zero_does_not_wait(tmp_path, env):
         assert time.monotonic() - start < 10
         proc = run(["--spec", HELLO, "run", "-c", "print(1)"], dict(env, INFERENCEUTILS_LOCK_TIMEOUT="0.3"), timeout=30)
         assert proc.returncode == 75 and "INFERENCEUTILS_LOCK_TIMEOUT" in proc.stderr
+
+
+# --- 10: doctor --json is always one JSON document; --system is honoured ----------------------
+
+def test_doctor_json_is_json_even_when_the_preload_prints(tmp_path, env):
+    spec = write_spec(tmp_path / "zen.toml", [], ["this"])  # `import this` prints the Zen of Python
+    proc = run(["--spec", spec, "doctor", "--json"], env, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["runtime"]["preload"] == ["this"]
+    assert "Beautiful is better than ugly" in proc.stderr  # the preload's output, out of the way
+
+
+def test_doctor_json_prints_the_error_as_json(tmp_path, env):
+    proc = run(["--spec", HELLO, "--no-build", "doctor", "--json"], env, timeout=60)
+    assert proc.returncode == 74, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["ok"] is False and "--no-build" in doc["error"]
+    one_error_line(proc)
+
+
+def test_doctor_system_checks_the_base_interpreter(tmp_path, env):
+    proc = run(["--system", "doctor", "--json"], env, timeout=60)
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["runtime"]["source"] == "system" and doc["runtime"]["preload"] == []
+    assert runtime_dirs(tmp_path / "store")["runtimes"] == {}  # no runtime was made
+    human = run(["--system", "doctor"], env, timeout=60)
+    assert "--system" in human.stdout
