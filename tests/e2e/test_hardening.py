@@ -208,3 +208,23 @@ def test_doctor_system_checks_the_base_interpreter(tmp_path, env):
     assert runtime_dirs(tmp_path / "store")["runtimes"] == {}  # no runtime was made
     human = run(["--system", "doctor"], env, timeout=60)
     assert "--system" in human.stdout
+
+
+# --- 11: markers are validated and normalised -------------------------------------------------
+
+@pytest.mark.parametrize("req", ['tinypkg; bogus_var == "1"', 'tinypkg; python_version >=', 'tinypkg; (os_name == "nt"',
+                                 "tinypkg; python_version ~ '3'", 'tinypkg; os_name == "nt" and'])
+def test_an_invalid_marker_is_exit_65(tmp_path, env, req):
+    proc = run(["--with", req, "--spec", HELLO, "run", "-c", "print(1)"], env, timeout=60)
+    assert proc.returncode == 65, proc.stderr
+    assert "marker" in one_error_line(proc)
+    assert runtime_dirs(tmp_path / "store")["data"] == []
+
+
+def test_whitespace_and_quotes_in_markers_do_not_change_the_key(tmp_path, env):
+    keys = {runtime_key(env, "--with", req) for req in (
+        'tinypkg; python_version>="3" and (os_name=="posix" or sys_platform=="linux")',
+        "tinypkg ;  python_version >= '3'  and ( os_name == 'posix' or sys_platform == 'linux' )",
+        'tinypkg;python_version >= "3" and(os_name  ==  "posix"  or sys_platform=="linux")')}
+    assert len(keys) == 1
+    assert runtime_key(env, "--with", 'tinypkg; python_version >= "4"') not in keys
