@@ -204,6 +204,15 @@ absl::Status BuildFailure(absl::string_view step, absl::string_view reason,
       kExitProvision);
 }
 
+// Ctrl-C stopped pip or the verification: the caller removes the data directory, as after a
+// failure, and the launcher ends by SIGINT (exit status 130), as python does.
+absl::Status Interrupted(const BuildRequest& request, const std::string& log_path) {
+  return WithExit(absl::CancelledError(absl::StrCat("interrupted (Ctrl-C) while building runtime ", request.key,
+                                                    "; nothing of it was kept, start again to build it (log: ",
+                                                    log_path, ")")),
+                  kExitInterrupted);
+}
+
 }  // namespace
 
 void EnsurePythonLink(const std::string& prefix, const std::string& launcher) {
@@ -285,6 +294,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
                    {{"--extra-index-url", index, "--only-binary", request.backend_package}, "prebuilt"},
                    log_fd, progress);
       if (!pip.ok()) return pip.status();
+      if (pip->interrupted) return Interrupted(request, manifest.log);
       if (pip->exit_code == 0) {
         installed = true;
         manifest.build_env["prebuilt_index"] = index;
@@ -302,6 +312,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
     if (has_backend_package) source_build.extra_args = {"--no-binary", request.backend_package};
     pip = RunPip(request, prefix, *pip_wheel, cache_dir, source_build, log_fd, progress);
     if (!pip.ok()) return pip.status();
+    if (pip->interrupted) return Interrupted(request, manifest.log);
     if (pip->exit_code != 0) {
       std::string failing = FailingRequirement(pip->output);
       return BuildFailure("installing requirements",
@@ -327,6 +338,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   verify.log_fd = log_fd;
   absl::StatusOr<ProcessResult> verified = RunProcess(verify);
   if (!verified.ok()) return verified.status();
+  if (verified->interrupted) return Interrupted(request, manifest.log);
   size_t mark = verified->output.rfind("IU-VERIFY ");
   nlohmann::json report = mark == std::string::npos
                               ? nlohmann::json()

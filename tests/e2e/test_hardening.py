@@ -228,3 +228,53 @@ def test_whitespace_and_quotes_in_markers_do_not_change_the_key(tmp_path, env):
         'tinypkg;python_version >= "3" and(os_name  ==  "posix"  or sys_platform=="linux")')}
     assert len(keys) == 1
     assert runtime_key(env, "--with", 'tinypkg; python_version >= "4"') not in keys
+
+
+# --- 12: Ctrl-C while pip works ---------------------------------------------------------------
+
+class _Hang(http.server.BaseHTTPRequestHandler):
+    """An index that never answers: pip waits in its request until it is stopped."""
+    asked = threading.Event()
+    release = threading.Event()
+
+    def do_GET(self):
+        type(self).asked.set()
+        type(self).release.wait(60)
+
+    def log_message(self, *args):
+        pass
+
+
+def _processes_mentioning(text: str) -> list:
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def test_ctrl_c_while_pip_runs_stops_it_cleans_up_and_exits_130(tmp_path, env):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hang)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spec = write_spec(tmp_path / "hang.toml", ["iu-hang-pkg"], [], f"http://127.0.0.1:{server.server_port}/simple/")
+        # A terminal's Ctrl-C: SIGINT to the foreground process group.
+        proc = subprocess.Popen([str(BIN), "--spec", str(spec), "run", "-c", "print(1)"], env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        assert _Hang.asked.wait(120), "pip never asked the index"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        _Hang.release.set()
+        server.shutdown()
+    assert proc.returncode == -signal.SIGINT, (proc.returncode, err)  # a shell reports 130, as for python
+    line = one_error_line(subprocess.CompletedProcess([], 0, out, err))
+    assert "interrupted" in line and "Traceback" not in err
+    state = runtime_dirs(tmp_path / "store")
+    assert state["runtimes"] == {} and state["data"] == []  # nothing half-made
+    time.sleep(0.5)
+    assert _processes_mentioning(str(tmp_path / "store" / "data")) == []  # pip is gone too
