@@ -21,6 +21,7 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/store.h"
 #include "app_internal.h"
+#include "link_guard.h"
 
 namespace iu {
 namespace {
@@ -163,6 +164,7 @@ absl::Status Extract(const AppFile& app, const std::string& dir, Progress& progr
   archive_read_support_format_tar(a);
   archive_read_open(a, &reader, nullptr, RangeRead, nullptr);
   absl::Status status;
+  LinkGuard links("the app");
   std::string block(1 << 20, '\0');
   for (;;) {
     struct archive_entry* e = nullptr;
@@ -182,11 +184,28 @@ absl::Status Extract(const AppFile& app, const std::string& dir, Progress& progr
       status = Damaged(app.path, absl::StrCat("member ", member, ": ", why));
       break;
     }
-    if (archive_entry_hardlink(e) || (type != AE_IFDIR && type != AE_IFREG)) {
-      status = Damaged(app.path, absl::StrCat("member ", member, ": neither a file nor a folder"));
+    if (archive_entry_hardlink(e) || (type != AE_IFDIR && type != AE_IFREG && type != AE_IFLNK)) {
+      status = Damaged(app.path, absl::StrCat("member ", member, ": neither a file, a folder nor a symlink"));
+      break;
+    }
+    if (std::string why = links.CheckPath(member, type == AE_IFLNK); !why.empty()) {
+      status = Damaged(app.path, absl::StrCat("member ", member, ": ", why));
       break;
     }
     std::string out = dir + "/" + member;
+    if (type == AE_IFLNK) {
+      // A link app build kept (it stayed inside APP_DIR); judged again here, chain and all.
+      std::string target = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+      if (std::string why = links.AddSymlink(member, target); !why.empty()) {
+        status = Damaged(app.path, absl::StrCat("member ", member, ": ", why));
+        break;
+      }
+      if (symlink(target.c_str(), out.c_str()) != 0) {
+        status = StoreError(absl::StrCat("cannot create ", out, ": ", std::strerror(errno)));
+        break;
+      }
+      continue;
+    }
     if (type == AE_IFDIR) {
       if (mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
         status = StoreError(absl::StrCat("cannot create ", out, ": ", std::strerror(errno)));

@@ -19,6 +19,8 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
 #include "inferenceutils/json_text.h"
 #include "inferenceutils/app.h"
@@ -171,6 +173,7 @@ struct PackedFile {
   std::string member;  // path in the archive
   uint64_t size = 0;
   int mode = 0644;
+  std::string link_target;  // a symlink kept as one (relative, inside APP_DIR); "" for a file
 };
 
 bool Excluded(const std::string& rel, const std::string& name, const std::vector<std::string>& patterns) {
@@ -184,11 +187,28 @@ bool Excluded(const std::string& rel, const std::string& name, const std::vector
   return false;
 }
 
+std::string RealPath(const std::string& path);
+std::string Dirname(const std::string& path);
+
+// `target` (absolute, resolved) relative to the directory `from` (absolute, resolved).
+std::string RelativeTo(const std::string& target, const std::string& from) {
+  std::vector<std::string> t = absl::StrSplit(target, '/', absl::SkipEmpty());
+  std::vector<std::string> f = absl::StrSplit(from, '/', absl::SkipEmpty());
+  size_t common = 0;
+  while (common < t.size() && common < f.size() && t[common] == f[common]) ++common;
+  std::vector<std::string> parts(f.size() - common, "..");
+  parts.insert(parts.end(), t.begin() + static_cast<long>(common), t.end());
+  return parts.empty() ? "." : absl::StrJoin(parts, "/");
+}
+
 // The files below `root` (sorted; hidden names, __pycache__ and *.pyc left out), as members
-// under `prefix`. Symlinks to files are packed as the files they point at.
+// under `prefix`. With `follow_links` (the launcher's own assets) a symlink is packed as what it
+// points at. Without (APP_DIR), a symlink that resolves inside `root` is kept as a relative link
+// (a folder link is not walked again), and one that leads outside, or nowhere, is refused: an
+// app must not carry /etc/passwd because a link in its folder pointed there.
 absl::Status Collect(const std::string& root, const std::string& rel, const std::string& prefix,
                      const std::vector<std::string>& exclude, const std::set<std::string>& skip,
-                     std::vector<PackedFile>* files, int depth = 0) {
+                     std::vector<PackedFile>* files, bool follow_links = true, int depth = 0) {
   std::string dir = rel.empty() ? root : root + "/" + rel;
   if (depth > 64) return UsageError(absl::StrCat("app build: ", dir, " is nested too deep (a symlink loop?)"));
   DIR* d = opendir(dir.c_str());
@@ -206,12 +226,28 @@ absl::Status Collect(const std::string& root, const std::string& rel, const std:
     std::string full = root + "/" + r;
     if (skip.count(full) || Excluded(r, name, exclude)) continue;
     struct stat st;
+    if (!follow_links && lstat(full.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t n = readlink(full.c_str(), target, sizeof(target) - 1);
+      std::string text = n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
+      std::string real_root = RealPath(root), resolved = RealPath(full);
+      struct stat target_st;
+      bool exists = stat(full.c_str(), &target_st) == 0;
+      if (!exists || (resolved != real_root && !absl::StartsWith(resolved, real_root + "/"))) {
+        return UsageError(absl::StrCat("app build: ", full, " is a symlink to '", text, "', ",
+                                       exists ? absl::StrCat("outside APP_DIR (", resolved, ")") : "which does not exist",
+                                       "; put a copy of what it points at in its place, or leave it out with exclude"));
+      }
+      std::string parent = RealPath(Dirname(full));
+      files->push_back({full, prefix + r, 0, 0777, RelativeTo(resolved, parent)});
+      continue;
+    }
     if (stat(full.c_str(), &st) != 0) {
       return UsageError(absl::StrCat("app build: cannot read ", full, ": ", std::strerror(errno),
                                      " (a dangling symlink? leave it out with exclude)"));
     }
     if (S_ISDIR(st.st_mode)) {
-      if (auto s = Collect(root, r, prefix, exclude, skip, files, depth + 1); !s.ok()) return s;
+      if (auto s = Collect(root, r, prefix, exclude, skip, files, follow_links, depth + 1); !s.ok()) return s;
     } else if (S_ISREG(st.st_mode)) {
       files->push_back({full, prefix + r, static_cast<uint64_t>(st.st_size), (st.st_mode & 0111) ? 0755 : 0644});
     }  // sockets, fifos, devices: not part of an app
@@ -360,7 +396,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   // What goes in: app files, the launcher's assets, the spec, the icon.
   std::set<std::string> skip = {output, output + ".desktop", output + ".png"};
   std::vector<PackedFile> files;
-  if (auto st = Collect(app_dir, "", "app/", s.exclude, skip, &files); !st.ok()) return st;
+  if (auto st = Collect(app_dir, "", "app/", s.exclude, skip, &files, /*follow_links=*/false); !st.ok()) return st;
   uint64_t app_files = files.size();
   if (app_files == 0) return UsageError(absl::StrCat("app build: APP_DIR ", app_dir, " has no files to pack"));
   std::string spec_member;
@@ -477,8 +513,8 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
     failure = StoreError(absl::StrCat("cannot pack ", what, " into ", output, ": ", why));
   };
   std::set<std::string> dirs;
-  auto add_header = [&](const std::string& path, int type, int mode, uint64_t size) {
-    int rc = WriteFixedHeader(a, path, type, mode, size);
+  auto add_header = [&](const std::string& path, int type, int mode, uint64_t size, const std::string& target = "") {
+    int rc = WriteFixedHeader(a, path, type, mode, size, target);
     if (rc != ARCHIVE_OK) fail(path);
     return rc == ARCHIVE_OK;
   };
@@ -491,6 +527,10 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
     for (size_t slash = f.member.find('/'); slash != std::string::npos; slash = f.member.find('/', slash + 1)) {
       std::string dir = f.member.substr(0, slash);
       if (dirs.insert(dir).second) add_header(dir, AE_IFDIR, 0755, 0);
+    }
+    if (!f.link_target.empty()) {
+      if (!add_header(f.member, AE_IFLNK, 0777, 0, f.link_target)) break;
+      continue;
     }
     struct stat st;
     if (stat(f.source.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != f.size) {

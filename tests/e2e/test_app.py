@@ -331,3 +331,37 @@ def test_bad_build_input_is_one_line_and_leaves_nothing(case, tmp_path):
     assert words in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("home", "store")) == \
         [n for n in before if n not in ("home", "store")]
+
+
+HELLO_SPEC = REPO / "examples" / "hello.toml"  # nothing to install: a runtime in seconds
+
+
+def test_symlinks_in_app_dir_stay_links_inside_and_are_refused_outside(tmp_path):
+    project = tmp_path / "linked"
+    (project / "pkg").mkdir(parents=True)
+    (project / "main.py").write_text("import os, sys\nhere = os.path.dirname(os.path.abspath(__file__))\n"
+                                     "print(open(os.path.join(here, 'alias.py')).read().count('import'), "
+                                     "os.path.islink(os.path.join(here, 'alias.py')), os.path.islink(os.path.join(here, 'again')))\n")
+    (project / "pkg" / "data.txt").write_text("data\n")
+    os.symlink("main.py", project / "alias.py")        # a file link inside: kept as a link
+    os.symlink("pkg", project / "again")               # a folder link inside: kept, not walked twice
+    os.symlink("/etc/passwd", project / "passwd")      # outside: refused, naming the link
+    env = clean_env(tmp_path)
+    out = tmp_path / "linked-app"
+    args = ["app", "build", project, "-o", out, "--script", "main.py", "--spec", HELLO_SPEC, "--level", "1"]
+    proc = run(args, env, check_rc=EXIT_USAGE)
+    assert proc.stderr.count("\n") == 1 and str(project / "passwd") in proc.stderr and "outside APP_DIR" in proc.stderr
+    assert not out.exists()
+    (project / "passwd").unlink()
+    os.symlink("/", project / "root")                  # a link to / would walk the whole file system
+    assert "outside APP_DIR" in run(args, env, check_rc=EXIT_USAGE).stderr
+    (project / "root").unlink()
+    os.symlink("missing.py", project / "dangling")
+    assert "does not exist" in run(args, env, check_rc=EXIT_USAGE).stderr
+    (project / "dangling").unlink()
+    run(args, env, check_rc=0)
+    seen = start(out, env=app_env(tmp_path), timeout=300)
+    assert seen.stdout.split() == ["2", "True", "True"], seen.stdout
+    extracted = next((tmp_path / "store" / "apps").iterdir()) / "app"
+    assert os.readlink(extracted / "alias.py") == "main.py" and os.readlink(extracted / "again") == "pkg"
+
