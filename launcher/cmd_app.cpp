@@ -359,8 +359,8 @@ int PrintInfo(const AppFile& file, const InstalledApp& app, const Selection& s, 
     const BundleCandidate& c = choice.candidates[i];
     if (c.source != "--bundle") continue;
     bundles.push_back({{"path", c.location},
-                       {"key", c.manifest.value("key", "")},
-                       {"backend", c.manifest.value("backend", "")},
+                       {"key", c.manifest.is_object() && c.manifest.contains("key") ? c.manifest["key"] : ""},
+                       {"backend", c.manifest.is_object() && c.manifest.contains("backend") ? c.manifest["backend"] : ""},
                        {"chosen", static_cast<int>(i) == choice.chosen},
                        {"rejected", c.rejected}});
   }

@@ -118,6 +118,32 @@ absl::Status WriteAll(int fd, absl::string_view data) {
 absl::StatusOr<nlohmann::json> ParseManifest(const std::string& text, const std::string& where) {
   nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
   if (m.is_discarded() || !m.is_object()) return Damaged(where, "its app.json is not valid JSON");
+  // Every field the launcher reads has the type it reads it as, so no later access can throw.
+  auto string_or_absent = [&](const nlohmann::json& j, const char* name) {
+    return !j.contains(name) || j[name].is_string();
+  };
+  auto unsigned_field = [&](const nlohmann::json& j, const char* name) {
+    return j.is_object() && j.contains(name) && j[name].is_number_unsigned();
+  };
+  if (!m.contains("app_format") || !m["app_format"].is_number_integer()) {
+    return Damaged(where, "its app.json has no app_format");
+  }
+  for (const char* name : {"name", "version", "entry", "script", "spec", "icon", "launcher_version", "python"}) {
+    if (!string_or_absent(m, name)) return Damaged(where, absl::StrCat("its app.json's '", name, "' is not a string"));
+  }
+  if (!m.contains("archive") || !unsigned_field(m["archive"], "offset") || !unsigned_field(m["archive"], "size")) {
+    return Damaged(where, "its app.json has no archive");
+  }
+  if (m.contains("bundles")) {
+    if (!m["bundles"].is_array()) return Damaged(where, "its app.json's 'bundles' is not a list");
+    for (const auto& b : m["bundles"]) {
+      if (!b.is_object() || !b.contains("name") || !b["name"].is_string() || !unsigned_field(b, "offset") ||
+          !unsigned_field(b, "size") || !string_or_absent(b, "key") || !string_or_absent(b, "backend") ||
+          !string_or_absent(b, "sha256")) {
+        return Damaged(where, "its app.json has a malformed bundle entry");
+      }
+    }
+  }
   if (m.value("app_format", 0) != kAppFormat) {
     return WithExit(absl::FailedPreconditionError(absl::StrCat("app ", where, ": app format ", m.value("app_format", 0),
                                                                " is not ", kAppFormat,
@@ -147,7 +173,7 @@ absl::Status Extract(const AppFile& app, const std::string& dir, Progress& progr
   } catch (const nlohmann::json::exception&) {
     return Damaged(app.path, "its app.json has no archive");
   }
-  if (archive_offset < kAppHeaderSize || archive_offset + archive_size > f.manifest_offset) {
+  if (archive_offset < kAppHeaderSize || archive_size > f.manifest_offset || archive_offset > f.manifest_offset - archive_size) {
     return Damaged(app.path, "its archive lies outside the payload");
   }
 
@@ -251,7 +277,7 @@ absl::Status Extract(const AppFile& app, const std::string& dir, Progress& progr
     std::string name = b.value("name", "");
     uint64_t offset = b.value("offset", uint64_t{0}), size = b.value("size", uint64_t{0});
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || offset < archive_offset + archive_size ||
-        offset + size > f.manifest_offset) {
+        size > f.manifest_offset || offset > f.manifest_offset - size) {
       return Damaged(app.path, absl::StrCat("bundle entry '", name, "' does not fit the payload"));
     }
     std::string out = dir + "/bundles/" + name;

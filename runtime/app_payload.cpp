@@ -591,8 +591,8 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
                            {"offset", offset},
                            {"size", size},
                            {"sha256", sha.HexDigest()},
-                           {"key", manifest.value("key", "")},
-                           {"backend", manifest.value("backend", "")}});
+                           {"key", manifest.contains("key") && manifest["key"].is_string() ? manifest["key"] : ""},
+                           {"backend", manifest.contains("backend") && manifest["backend"].is_string() ? manifest["backend"] : ""}});
   }
 
   // app.json, then the footer.
