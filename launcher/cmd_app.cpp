@@ -280,7 +280,7 @@ class AppReporter : public Progress {
     if (!headless_ || notified_) return;
     ResolveName();
     notified_ = true;
-    std::string text = absl::StrCat("Setting up ", name_, " for its first start; this can take a few minutes. Log: ", log_);
+    std::string text = absl::StrCat("Setting up ", name_, " for its first start; this can take a few minutes. ", LogNote());
     std::string tool;
     if (OnPath("notify-send", &tool)) SpawnDetached({tool, "-a", name_, name_, text});
     else if (OnPath("zenity", &tool)) SpawnDetached({tool, "--notification", absl::StrCat("--text=", text)});
@@ -293,22 +293,36 @@ class AppReporter : public Progress {
     Log(absl::StrCat("error: ", message));
     if (!headless_) return;
     ResolveName();
-    std::string text = app_ran ? absl::StrCat(name_, " stopped with an error.\n\nThe log is ", log_)
-                               : absl::StrCat(name_, " could not start:\n", message, "\n\nThe log is ", log_);
+    std::string where = OpenLog() ? absl::StrCat("The log is ", log_) : absl::StrCat("There is no log (", LogNote(), ").");
+    std::string text = app_ran ? absl::StrCat(name_, " stopped with an error.\n\n", where)
+                               : absl::StrCat(name_, " could not start:\n", message, "\n\n", where);
     std::string tool;
     if (OnPath("zenity", &tool)) SpawnDetached({tool, "--error", absl::StrCat("--title=", name_), absl::StrCat("--text=", text)});
     else if (OnPath("kdialog", &tool)) SpawnDetached({tool, "--title", name_, "--error", text});
     else if (OnPath("notify-send", &tool)) SpawnDetached({tool, "-u", "critical", "-a", name_, absl::StrCat(name_, " failed"), text});
   }
 
+  // Opens the log (once); false when it cannot be written (a read-only store or HOME).
+  bool OpenLog() {
+    if (fd_ >= 0) return true;
+    if (log_.empty() || !log_error_.empty()) return false;
+    MakeDirs(Parent(log_), "").IgnoreError();
+    fd_ = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd_ < 0) log_error_ = std::strerror(errno);
+    return fd_ >= 0;
+  }
+  // What a message says about the log: its path, or that there is none and why.
+  std::string LogNote() {
+    if (OpenLog()) return absl::StrCat("log: ", log_);
+    return absl::StrCat("no log: ", log_, " cannot be written (", log_error_, ")");
+  }
+  // The log's path for the app's own traceback, "" when it cannot be written.
+  std::string WritableLog() { return OpenLog() ? log_ : ""; }
+
   void Log(absl::string_view line) {
     if (!headless_ || log_.empty()) return;
     ResolveName();
-    if (fd_ < 0) {
-      MakeDirs(Parent(log_), "").IgnoreError();
-      fd_ = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd_ < 0) return;
-    }
+    if (!OpenLog()) return;
     std::time_t now = std::time(nullptr);
     char stamp[32];
     std::strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", std::localtime(&now));
@@ -319,6 +333,7 @@ class AppReporter : public Progress {
  private:
   bool headless_;
   std::string log_, name_;
+  std::string log_error_;  // why the log cannot be written
   TerminalProgress terminal_;
   int fd_ = -1;
   bool notified_ = false;
@@ -476,7 +491,7 @@ absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& repo
   MarkInUse(runtime->prefix);
   InterpreterConfig config;
   config.program_name = file.path;
-  config.argv = AppPythonArgv(*app, file.path, o.args, reporter.headless() ? reporter.log() : "");
+  config.argv = AppPythonArgv(*app, file.path, o.args, reporter.headless() ? reporter.WritableLog() : "");
   config.inherit_python_env = false;
   config.history_file = StateDir() + "/history";
   config.executable = runtime->prefix + "/bin/python";
@@ -536,7 +551,7 @@ std::optional<absl::StatusOr<int>> MaybeRunApp(int argc, char** argv) {
     if (headless) {
       // The one line on stderr also names the log a user without a terminal can open.
       return WithExit(absl::Status(result.status().code(),
-                                   absl::StrCat(result.status().message(), " (log: ", reporter.log(), ")")),
+                                   absl::StrCat(result.status().message(), " (", reporter.LogNote(), ")")),
                       static_cast<ExitCode>(ExitCodeOf(result.status())));
     }
   }

@@ -326,8 +326,8 @@ absl::Status Verify(const AppFile& app, Progress& progress) {
   if (!ok) return Damaged(app.path, "its payload cannot be read whole");
   std::string actual = sha.HexDigest();
   if (actual != app.footer.sha256) {
-    return Damaged(app.path, absl::StrCat("its payload's SHA-256 is ", actual.substr(0, 16), "..., not the ",
-                                          app.footer.sha256.substr(0, 16), "... its footer records"));
+    return Damaged(app.path, absl::StrCat("its payload's SHA-256 is ", actual, ", not the ", app.footer.sha256,
+                                          " its footer records"));
   }
   return absl::OkStatus();
 }

@@ -90,6 +90,24 @@ uint64_t ElfEnd(absl::string_view header) {
   return shoff + shentsize * shnum;
 }
 
+// How many bytes follow a footer that is still in the file (of `size` bytes, payload at
+// `payload_at`) when something was appended to an app; 0 when there is no such footer.
+uint64_t AppendedAfterFooter(int fd, uint64_t payload_at, uint64_t size) {
+  const uint64_t window = std::min<uint64_t>(size - payload_at, 16u << 20);
+  std::string tail;
+  if (window < kAppFooterSize || !ReadAt(fd, size - window, window, &tail)) return 0;
+  const std::string magic(kAppFooterMagic, 8);
+  for (size_t at = tail.rfind(magic); at != std::string::npos && at + 8 >= kAppFooterSize;
+       at = at == 0 ? std::string::npos : tail.rfind(magic, at - 1)) {
+    uint64_t footer_end = size - window + at + 8;
+    absl::string_view footer = absl::string_view(tail).substr(at + 8 - kAppFooterSize, kAppFooterSize);
+    if (GetU64(footer, 0) == payload_at && payload_at + GetU64(footer, 8) + kAppFooterSize == footer_end) {
+      return size - footer_end;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::string EncodeAppFooter(const AppFooter& f) {
@@ -145,12 +163,16 @@ absl::StatusOr<std::optional<AppFile>> OpenAppFile(const std::string& path) {
       footer = DecodeAppFooter(tail, size, path);
     }
     if (footer.ok() && !footer->has_value()) {
-      // No footer. A payload's header right after the ELF image means the file was cut short.
+      // No footer at the end. A payload's header right after the ELF image means the file was
+      // cut short, or had bytes appended after its footer (which is then still in the file).
       std::string header, magic;
       uint64_t end = ReadAt(fd, 0, 64, &header) ? ElfEnd(header) : 0;
       if (end > 0 && end + kAppHeaderSize <= size && ReadAt(fd, end, 8, &magic) &&
           magic == absl::string_view(kAppHeaderMagic, 8)) {
-        footer = Damaged(path, "its payload has no footer (the file is truncated)");
+        uint64_t appended = AppendedAfterFooter(fd, end, size);
+        footer = Damaged(path, appended > 0 ? absl::StrCat("it has ", appended, " bytes appended after its payload's footer; "
+                                                           "remove them (or build the app again)")
+                                            : "its payload has no footer (the file is truncated)");
       }
     }
   }

@@ -365,3 +365,30 @@ def test_symlinks_in_app_dir_stay_links_inside_and_are_refused_outside(tmp_path)
     extracted = next((tmp_path / "store" / "apps").iterdir()) / "app"
     assert os.readlink(extracted / "alias.py") == "main.py" and os.readlink(extracted / "again") == "pkg"
 
+
+def test_damage_messages_say_what_happened(built, tmp_path):
+    footer = footer_of(built)
+    data = bytearray(built.read_bytes())
+    data[-FOOTER.size + 32 + 31] ^= 0x01             # the footer's hash, last byte
+    wrong_hash = tmp_path / "wrong-hash"
+    wrong_hash.write_bytes(bytes(data))
+    appended = tmp_path / "appended"
+    appended.write_bytes(built.read_bytes() + b"junk after the footer")
+    for f in (wrong_hash, appended):
+        f.chmod(0o755)
+    env = app_env(tmp_path)
+    line = start(wrong_hash, env=env, rc=EXIT_BUNDLE).stderr
+    hashes = [w.strip(",") for w in line.split() if len(w.strip(",")) == 64]
+    assert len(hashes) == 2 and hashes[0] != hashes[1] and footer["sha256"] in hashes, line
+    line = start(appended, env=env, rc=EXIT_BUNDLE).stderr
+    assert "21 bytes appended" in line and "truncated" not in line, line
+    # No writable store (HOME is a file): the message says there is no log instead of naming one.
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    no_store = dict(env, HOME=str(home))
+    del no_store["INFERENCEUTILS_HOME"]
+    alone = tmp_path / "alone"  # no store/ folder beside it (that would be a portable store)
+    alone.mkdir()
+    shutil.copy2(wrong_hash, alone / "wrong-hash")
+    line = start(alone / "wrong-hash", env=no_store, rc=EXIT_BUNDLE).stderr
+    assert "no log:" in line and "cannot be written" in line and line.count("\n") == 1, line
