@@ -9,9 +9,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "commands.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
-#include "inferenceutils/json_text.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
@@ -29,9 +29,15 @@ std::string HumanSize(uint64_t bytes) {
   return absl::StrFormat(unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
 }
 
+// A last-used time more than this far ahead of the clock is not a time of use (a clock that was
+// wrong, a copied store): shown as such, and pruned as unused for however long is asked.
+constexpr int64_t kClockSlack = 300;
+bool InTheFuture(int64_t when) { return when > std::time(nullptr) + kClockSlack; }
+
 std::string Ago(int64_t when) {
   if (when <= 0) return "never";
-  int64_t seconds = std::time(nullptr) - when;
+  if (InTheFuture(when)) return "unknown (future)";
+  int64_t seconds = std::max<int64_t>(0, std::time(nullptr) - when);
   if (seconds < 120) return "just now";
   if (seconds < 7200) return absl::StrCat(seconds / 60, " min ago");
   if (seconds < 172800) return absl::StrCat(seconds / 3600, " h ago");
@@ -146,7 +152,7 @@ absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, cons
   int64_t cutoff = std::time(nullptr) - static_cast<int64_t>(unused_days) * 86400;
   int removed = 0;
   for (const auto& entry : store.List()) {
-    bool old = unused_days >= 0 && entry.last_used <= cutoff;
+    bool old = unused_days >= 0 && (entry.last_used <= cutoff || InTheFuture(entry.last_used));
     bool foreign = not_matching && (!entry.manifest.ok() || entry.manifest->profile_key != profile);
     if (!old && !foreign) continue;
     if (auto status = store.Remove(entry.key); !status.ok()) return status;

@@ -278,3 +278,32 @@ def test_ctrl_c_while_pip_runs_stops_it_cleans_up_and_exits_130(tmp_path, env):
     assert state["runtimes"] == {} and state["data"] == []  # nothing half-made
     time.sleep(0.5)
     assert _processes_mentioning(str(tmp_path / "store" / "data")) == []  # pip is gone too
+
+
+# --- 13: messages and values that were wrong ---------------------------------------------------
+
+def test_a_future_last_use_is_shown_and_pruned(tmp_path, env):
+    key = hello_runtime(env)
+    data = tmp_path / "store" / "runtimes" / key
+    future = time.time() + 10 * 365 * 86400
+    os.utime(data / ".in-use", (future, future))
+    table = run(["runtime", "list"], env, check_rc=0).stdout
+    assert "just now" not in table and "future" in table
+    assert "1 runtime removed" in run(["runtime", "prune", "--unused-for", "30"], env, check_rc=0).stdout
+
+
+def test_a_huge_but_valid_requires_python_is_unmet_not_invalid(tmp_path, env):
+    script = tmp_path / "future.py"
+    script.write_text('# /// script\n# requires-python = ">=3.99999999999999999999"\n# ///\nprint(1)\n')
+    proc = run(["--spec", HELLO, "run", script], env, timeout=60)
+    assert proc.returncode == 69, proc.stderr
+    assert "invalid" not in one_error_line(proc)
+    script.write_text('# /// script\n# requires-python = "<3.99999999999999999999"\n# ///\nprint(1)\n')
+    assert run(["--spec", HELLO, "run", script], env, timeout=300).stdout.strip() == "1"
+
+
+def test_an_unknown_backend_is_exit_65(tmp_path, env):
+    for args, extra in ((["info"], {"INFERENCEUTILS_BACKEND": "xyz"}), (["--backend", "xyz", "info"], {})):
+        proc = run(args, dict(env, **extra))
+        assert proc.returncode == 65, proc.stderr
+        assert "unknown backend 'xyz'" in one_error_line(proc)
