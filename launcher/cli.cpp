@@ -225,8 +225,11 @@ absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv) {
   std::string first = argv[i];
   std::vector<std::string> rest(argv + i + 1, argv + argc);
 
-  // A path to an existing file is a script even when it is named like a command.
-  if (!IsFile(first) && IsCommand(first)) {
+  // A bare word that names a command is the command, even when a file of that name is here (a
+  // cloned repository must not turn `inferenceutils info` into running its file `info`). A
+  // shebang passes the script as a path, so a script named like a command runs as ./info or
+  // `run info`.
+  if (IsCommand(first)) {
     if (first == "help") {
       inv.command = Command::kHelp;
       inv.args = rest;

@@ -25,6 +25,8 @@
 #include "absl/strings/str_split.h"
 #include "commands.h"
 #include "info_json.h"
+#include "inferenceutils/env_values.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/app.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/errors.h"
@@ -283,7 +285,7 @@ class AppReporter : public Progress {
     if (!headless_ || notified_) return;
     ResolveName();
     notified_ = true;
-    std::string text = absl::StrCat("Setting up ", name_, " for its first start; this can take a few minutes. Log: ", log_);
+    std::string text = absl::StrCat("Setting up ", name_, " for its first start; this can take a few minutes. ", LogNote());
     std::string tool;
     if (OnPath("notify-send", &tool)) SpawnDetached({tool, "-a", name_, name_, text});
     else if (OnPath("zenity", &tool)) SpawnDetached({tool, "--notification", absl::StrCat("--text=", text)});
@@ -296,22 +298,36 @@ class AppReporter : public Progress {
     Log(absl::StrCat("error: ", message));
     if (!headless_) return;
     ResolveName();
-    std::string text = app_ran ? absl::StrCat(name_, " stopped with an error.\n\nThe log is ", log_)
-                               : absl::StrCat(name_, " could not start:\n", message, "\n\nThe log is ", log_);
+    std::string where = OpenLog() ? absl::StrCat("The log is ", log_) : absl::StrCat("There is no log (", LogNote(), ").");
+    std::string text = app_ran ? absl::StrCat(name_, " stopped with an error.\n\n", where)
+                               : absl::StrCat(name_, " could not start:\n", message, "\n\n", where);
     std::string tool;
     if (OnPath("zenity", &tool)) SpawnDetached({tool, "--error", absl::StrCat("--title=", name_), absl::StrCat("--text=", text)});
     else if (OnPath("kdialog", &tool)) SpawnDetached({tool, "--title", name_, "--error", text});
     else if (OnPath("notify-send", &tool)) SpawnDetached({tool, "-u", "critical", "-a", name_, absl::StrCat(name_, " failed"), text});
   }
 
+  // Opens the log (once); false when it cannot be written (a read-only store or HOME).
+  bool OpenLog() {
+    if (fd_ >= 0) return true;
+    if (log_.empty() || !log_error_.empty()) return false;
+    MakeDirs(Parent(log_), "").IgnoreError();
+    fd_ = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (fd_ < 0) log_error_ = std::strerror(errno);
+    return fd_ >= 0;
+  }
+  // What a message says about the log: its path, or that there is none and why.
+  std::string LogNote() {
+    if (OpenLog()) return absl::StrCat("log: ", log_);
+    return absl::StrCat("no log: ", log_, " cannot be written (", log_error_, ")");
+  }
+  // The log's path for the app's own traceback, "" when it cannot be written.
+  std::string WritableLog() { return OpenLog() ? log_ : ""; }
+
   void Log(absl::string_view line) {
     if (!headless_ || log_.empty()) return;
     ResolveName();
-    if (fd_ < 0) {
-      MakeDirs(Parent(log_), "").IgnoreError();
-      fd_ = open(log_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      if (fd_ < 0) return;
-    }
+    if (!OpenLog()) return;
     std::time_t now = std::time(nullptr);
     char stamp[32];
     std::strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", std::localtime(&now));
@@ -322,6 +338,7 @@ class AppReporter : public Progress {
  private:
   bool headless_;
   std::string log_, name_;
+  std::string log_error_;  // why the log cannot be written
   TerminalProgress terminal_;
   int fd_ = -1;
   bool notified_ = false;
@@ -362,8 +379,8 @@ int PrintInfo(const AppFile& file, const InstalledApp& app, const Selection& s, 
     const BundleCandidate& c = choice.candidates[i];
     if (c.source != "--bundle") continue;
     bundles.push_back({{"path", c.location},
-                       {"key", c.manifest.value("key", "")},
-                       {"backend", c.manifest.value("backend", "")},
+                       {"key", c.manifest.is_object() && c.manifest.contains("key") ? c.manifest["key"] : ""},
+                       {"backend", c.manifest.is_object() && c.manifest.contains("backend") ? c.manifest["backend"] : ""},
                        {"chosen", static_cast<int>(i) == choice.chosen},
                        {"rejected", c.rejected}});
   }
@@ -393,7 +410,7 @@ int PrintInfo(const AppFile& file, const InstalledApp& app, const Selection& s, 
       {"system", InfoJson(s.facts, s.decision, s.store.root())},
   };
   if (json) {
-    std::cout << doc.dump(2) << "\n";
+    std::cout << DumpJson(doc, 2) << "\n";
     return 0;
   }
   std::cout << "app       " << m.value("name", "") << " " << m.value("version", "") << ", entry " << DescribeEntry(app)
@@ -441,6 +458,7 @@ absl::StatusOr<int> WriteDesktop(const AppFile& file, const InstalledApp& app) {
 }
 
 absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& reporter) {
+  if (auto status = CheckEnvValues(); !status.ok()) return status;
   const std::string store_root = StoreRoot(o.launcher.home);
   ProvisionOptions provision = ProvisionOptionsFor(o.launcher);
   absl::StatusOr<InstalledApp> app = InstallApp(store_root, file, provision.lock_timeout, reporter);
@@ -480,7 +498,7 @@ absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& repo
   MarkInUse(runtime->prefix);
   InterpreterConfig config;
   config.program_name = file.path;
-  config.argv = AppPythonArgv(*app, file.path, o.args, reporter.headless() ? reporter.log() : "");
+  config.argv = AppPythonArgv(*app, file.path, o.args, reporter.headless() ? reporter.WritableLog() : "");
   config.history_file = StateDir() + "/history";
   config.executable = runtime->prefix + "/bin/python";
   config.preload = runtime->preload;
@@ -539,7 +557,7 @@ std::optional<absl::StatusOr<int>> MaybeRunApp(int argc, char** argv) {
     if (headless) {
       // The one line on stderr also names the log a user without a terminal can open.
       return WithExit(absl::Status(result.status().code(),
-                                   absl::StrCat(result.status().message(), " (log: ", reporter.log(), ")")),
+                                   absl::StrCat(result.status().message(), " (", reporter.LogNote(), ")")),
                       static_cast<ExitCode>(ExitCodeOf(result.status())));
     }
   }

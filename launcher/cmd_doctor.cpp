@@ -10,10 +10,12 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "commands.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/doctor.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/libraries.h"
@@ -52,9 +54,11 @@ if llama is not None:
             backend[key] = bool(value) if key == "gpu_offload" else str(value).strip()
         except BaseException as e:
             backend[key + "_error"] = "%s: %s" % (type(e).__name__, e)
-import json
-with open(out, "w") as f:
-    json.dump({"preload_errors": errors, "backend": backend, "loaded": loaded}, f)
+import json, os
+# Loaded paths as the bytes they are (hex): a store path need not be UTF-8.
+report = {"preload_errors": errors, "backend": backend, "loaded_hex": [os.fsencode(p).hex() for p in loaded]}
+with open(out, "wb") as f:
+    f.write(json.dumps(report, ensure_ascii=False).encode("utf-8", "replace"))
 )PY";
 
 struct Report {
@@ -70,8 +74,12 @@ std::string Human(const Report& report) {
   const nlohmann::json& j = report.json;
   std::string out;
   const nlohmann::json& rt = j["runtime"];
-  absl::StrAppend(&out, "Runtime      ", rt["key"].get<std::string>(), " (", rt["source"].get<std::string>(), ", backend ",
-                  rt["backend"].get<std::string>(), ")\n             ", rt["prefix"].get<std::string>(), "\n");
+  if (rt["source"] == "system") {
+    absl::StrAppend(&out, "Runtime      none: the base interpreter (--system)\n             ", rt["prefix"].get<std::string>(), "\n");
+  } else {
+    absl::StrAppend(&out, "Runtime      ", rt["key"].get<std::string>(), " (", rt["source"].get<std::string>(), ", backend ",
+                    rt["backend"].get<std::string>(), ")\n             ", rt["prefix"].get<std::string>(), "\n");
+  }
   absl::StrAppend(&out, "Preload      ", rt["preload"].empty() ? "(none)" : absl::StrJoin(rt["preload"].get<std::vector<std::string>>(), ", "), "\n");
   absl::StrAppend(&out, "Loaded first ",
                   rt["libraries"].empty() ? "(no libraries)" : absl::StrCat(rt["libraries"].size(), " libraries, in this order:"), "\n");
@@ -128,6 +136,131 @@ nlohmann::json LoadedJson(const std::vector<LoadedObject>& loaded, const std::st
 
 }  // namespace
 
+namespace {
+
+// The runtime doctor checks, provisioned as `run` would; with --system none: the base interpreter.
+absl::StatusOr<Manifest> DoctorTarget(const Invocation& invocation) {
+  if (invocation.options.system) {
+    Manifest m;
+    m.source = "system";
+    m.prefix = BasePythonPrefix();
+    m.python_version = EmbeddedPythonVersion();
+    m.python_abi = EmbeddedPythonAbi();
+    m.base_prefix = BasePythonPrefix();
+    return m;
+  }
+  absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);
+  if (!selection.ok()) return selection.status();
+  TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
+  absl::StatusOr<Manifest> manifest = EnsureRuntime(selection->store, selection->request,
+                                                    ProvisionOptionsFor(invocation.options), progress);
+  progress.Finish();
+  if (!manifest.ok()) return manifest.status();
+  EnsurePythonLink(manifest->prefix, selection->request.launcher);
+  MarkInUse(manifest->prefix);
+  return manifest;
+}
+
+// The probe's report: what the preload did and what got loaded. The preload's own output goes
+// to stderr while it runs, so stdout carries only doctor's report.
+absl::StatusOr<nlohmann::json> Probe(const Manifest& manifest) {
+  std::string tmpdir = std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
+  std::string out_file = absl::StrCat(tmpdir, "/inferenceutils-doctor-XXXXXX");
+  int fd = mkstemp(out_file.data());
+  if (fd < 0) return StoreError(absl::StrCat("cannot create a temporary file in ", tmpdir, "; set TMPDIR"));
+  close(fd);
+  struct Unlink {
+    std::string path;
+    ~Unlink() { unlink(path.c_str()); }
+  } unlink_out{out_file};
+
+  // The interpreter exactly as `run` starts it (same executable, libraries loaded first), except
+  // that the preload is imported by the doctor script, so a failing import can be diagnosed.
+  InterpreterConfig config;
+  if (manifest.source != "system") config.executable = manifest.prefix + "/bin/python";
+  config.libraries = manifest.libraries;
+  config.argv = {"-P", "-c", kDoctorScript, out_file, absl::StrJoin(manifest.preload, "\n")};
+  std::fflush(stdout);
+  int saved_stdout = dup(STDOUT_FILENO);
+  if (saved_stdout >= 0) dup2(STDERR_FILENO, STDOUT_FILENO);
+  absl::StatusOr<int> status = RunPython(config);
+  std::fflush(stdout);
+  if (saved_stdout >= 0) {
+    dup2(saved_stdout, STDOUT_FILENO);
+    close(saved_stdout);
+  }
+  if (!status.ok()) return status.status();
+  absl::StatusOr<std::string> text = ReadFile(out_file);
+  nlohmann::json result = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
+  bool well_formed = !result.is_discarded() && result.is_object() && result.contains("loaded_hex") &&
+                     result["loaded_hex"].is_array() && result.contains("preload_errors") &&
+                     result["preload_errors"].is_object();
+  if (well_formed) {
+    for (const auto& hex : result["loaded_hex"]) well_formed = well_formed && hex.is_string();
+    for (const auto& [name, error] : result["preload_errors"].items()) well_formed = well_formed && error.is_string();
+  }
+  if (*status != 0 || !well_formed) {
+    return WithExit(absl::InternalError(absl::StrCat("doctor's probe in ", manifest.prefix, " exited with ", *status,
+                                                     " without a report; please report this")),
+                    kExitInternal);
+  }
+  return result;
+}
+
+absl::StatusOr<Report> Examine(const Invocation& invocation) {
+  absl::StatusOr<Manifest> manifest = DoctorTarget(invocation);
+  if (!manifest.ok()) return manifest.status();
+  absl::StatusOr<nlohmann::json> probed = Probe(*manifest);
+  if (!probed.ok()) return probed.status();
+  nlohmann::json& result = *probed;
+
+  std::string prefix = ResolvedPath(manifest->prefix);
+  LibraryCheck check;
+  check.runtime_prefix = manifest->source == "system" ? "" : prefix;
+  check.system_dirs = SystemLibraryDirs();
+  std::vector<std::string> loaded;
+  for (const auto& hex : result["loaded_hex"]) loaded.push_back(absl::HexStringToBytes(hex.get<std::string>()));
+  check.loaded = DescribeLoaded(loaded);
+  std::vector<std::string> resolved;
+  for (const auto& object : check.loaded) resolved.push_back(object.path);
+  if (manifest->source != "system") {
+    check.own = OwnCopies(resolved, prefix);
+    check.shipped = ShippedLibraries(prefix);
+  }
+  check.env = LoaderEnvironment();
+
+  std::map<std::string, std::string> preload_errors = result["preload_errors"].get<std::map<std::string, std::string>>();
+  std::optional<bool> gpu_offload;
+  if (result["backend"].is_object() && result["backend"].contains("gpu_offload") &&
+      result["backend"]["gpu_offload"].is_boolean()) {
+    gpu_offload = result["backend"]["gpu_offload"].get<bool>();
+  }
+  Report report;
+  for (auto& finding : CheckBackend(preload_errors, manifest->backend, gpu_offload)) report.findings.push_back(finding);
+  for (auto& finding : CheckLibraries(check)) report.findings.push_back(finding);
+  for (auto& finding : CheckEnvironment(check.env)) report.findings.push_back(finding);
+
+  nlohmann::json findings = nlohmann::json::array();
+  for (const auto& finding : report.findings) findings.push_back(finding.ToJson());
+  report.json = {
+      {"runtime", {{"key", manifest->key},
+                   {"source", manifest->source == "bundle" ? "bundle" : manifest->source == "system" ? "system" : "built"},
+                   {"prefix", manifest->prefix},
+                   {"backend", manifest->backend},
+                   {"preload", manifest->preload},
+                   {"libraries", manifest->libraries}}},
+      {"preload_errors", result["preload_errors"]},
+      {"backend", result.contains("backend") ? result["backend"] : nlohmann::json()},
+      {"libraries", LoadedJson(check.loaded, check.runtime_prefix, check.system_dirs)},
+      {"environment", check.env},
+      {"findings", findings},
+      {"ok", !HasProblems(report.findings)},
+  };
+  return report;
+}
+
+}  // namespace
+
 absl::StatusOr<int> CmdDoctor(const Invocation& invocation) {
   bool json = false;
   for (const auto& arg : invocation.args) {
@@ -140,84 +273,20 @@ absl::StatusOr<int> CmdDoctor(const Invocation& invocation) {
       return UsageError(absl::StrCat("doctor takes only --json, got '", arg, "'"));
     }
   }
-  absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);
-  if (!selection.ok()) return selection.status();
-  TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
-  absl::StatusOr<Manifest> manifest = EnsureRuntime(selection->store, selection->request,
-                                                    ProvisionOptionsFor(invocation.options), progress);
-  progress.Finish();
-  if (!manifest.ok()) return manifest.status();
-  EnsurePythonLink(manifest->prefix, selection->request.launcher);
-  MarkInUse(manifest->prefix);
-
-  // The interpreter exactly as `run` starts it (same executable, libraries loaded first), except
-  // that the preload is imported by the doctor script, so a failing import can be diagnosed.
-  std::string tmpdir = std::getenv("TMPDIR") && *std::getenv("TMPDIR") ? std::getenv("TMPDIR") : "/tmp";
-  std::string out_file = absl::StrCat(tmpdir, "/inferenceutils-doctor-XXXXXX");
-  int fd = mkstemp(out_file.data());
-  if (fd < 0) return StoreError(absl::StrCat("cannot create a temporary file in ", tmpdir, "; set TMPDIR"));
-  close(fd);
-  struct Unlink {
-    std::string path;
-    ~Unlink() { unlink(path.c_str()); }
-  } unlink_out{out_file};
-
-  InterpreterConfig config;
-  config.executable = manifest->prefix + "/bin/python";
-  config.libraries = manifest->libraries;
-  config.argv = {"-P", "-c", kDoctorScript, out_file, absl::StrJoin(manifest->preload, "\n")};
-  absl::StatusOr<int> status = RunPython(config);
-  if (!status.ok()) return status.status();
-  std::fflush(stdout);
-  absl::StatusOr<std::string> text = ReadFile(out_file);
-  nlohmann::json result = text.ok() ? nlohmann::json::parse(*text, nullptr, false) : nlohmann::json();
-  if (*status != 0 || result.is_discarded() || !result.is_object()) {
-    return WithExit(absl::InternalError(absl::StrCat("doctor's probe in the runtime ", manifest->prefix,
-                                                     " exited with ", *status, " without a report; please report this")),
-                    kExitInternal);
+  absl::StatusOr<Report> report = Examine(invocation);
+  if (!report.ok()) {
+    // --json always prints a document: the error where the report would be (as info --json does).
+    if (json) {
+      std::string doc = DumpJson({{"ok", false}, {"error", std::string(report.status().message())}}, 2) + "\n";
+      std::fwrite(doc.data(), 1, doc.size(), stdout);
+      std::fflush(stdout);
+    }
+    return report.status();
   }
-
-  std::string prefix = ResolvedPath(manifest->prefix);
-  LibraryCheck check;
-  check.runtime_prefix = prefix;
-  check.system_dirs = SystemLibraryDirs();
-  check.loaded = DescribeLoaded(result["loaded"].get<std::vector<std::string>>());
-  std::vector<std::string> resolved;
-  for (const auto& object : check.loaded) resolved.push_back(object.path);
-  check.own = OwnCopies(resolved, prefix);
-  check.shipped = ShippedLibraries(prefix);
-  check.env = LoaderEnvironment();
-
-  std::map<std::string, std::string> preload_errors = result["preload_errors"].get<std::map<std::string, std::string>>();
-  std::optional<bool> gpu_offload;
-  if (result["backend"].is_object() && result["backend"].contains("gpu_offload")) {
-    gpu_offload = result["backend"]["gpu_offload"].get<bool>();
-  }
-  Report report;
-  for (auto& finding : CheckBackend(preload_errors, manifest->backend, gpu_offload)) report.findings.push_back(finding);
-  for (auto& finding : CheckLibraries(check)) report.findings.push_back(finding);
-  for (auto& finding : CheckEnvironment(check.env)) report.findings.push_back(finding);
-
-  nlohmann::json findings = nlohmann::json::array();
-  for (const auto& finding : report.findings) findings.push_back(finding.ToJson());
-  report.json = {
-      {"runtime", {{"key", manifest->key},
-                   {"source", manifest->source == "bundle" ? "bundle" : "built"},
-                   {"prefix", manifest->prefix},
-                   {"backend", manifest->backend},
-                   {"preload", manifest->preload},
-                   {"libraries", manifest->libraries}}},
-      {"preload_errors", result["preload_errors"]},
-      {"backend", result["backend"]},
-      {"libraries", LoadedJson(check.loaded, prefix, check.system_dirs)},
-      {"environment", check.env},
-      {"findings", findings},
-      {"ok", !HasProblems(report.findings)},
-  };
-  std::string text_out = json ? report.json.dump(2) + "\n" : Human(report);
+  std::string text_out = json ? DumpJson(report->json, 2) + "\n" : Human(*report);
   std::fwrite(text_out.data(), 1, text_out.size(), stdout);
   std::fflush(stdout);
-  return HasProblems(report.findings) ? 1 : 0;
+  return HasProblems(report->findings) ? 1 : 0;
 }
 
 namespace {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "commands.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/backend.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/hardware.h"
@@ -177,7 +178,7 @@ absl::StatusOr<int> CmdInfo(const Invocation& invocation) {
   if (json) {
     nlohmann::json doc = InfoJson(facts, *decision, store);
     doc["bundles"] = bundles;
-    std::fputs((doc.dump(2) + "\n").c_str(), stdout);
+    std::fputs((DumpJson(doc, 2) + "\n").c_str(), stdout);
   } else {
     std::string out = Human(facts, *decision, store);
     HumanBundles(out, bundles);

@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "commands.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/spec.h"
@@ -199,7 +200,7 @@ absl::StatusOr<int> Install(const Invocation& invocation, const std::vector<std:
   std::string hint = target.explicit_dir ? "choose another location"
                                          : "install for this user only with `inferenceutils kernel install --user`";
   if (auto status = MakeDirs(dir, hint); !status.ok()) return status;
-  if (auto status = WriteFileAtomic(dir + "/kernel.json", spec.dump(1) + "\n"); !status.ok()) {
+  if (auto status = WriteFileAtomic(dir + "/kernel.json", DumpJson(spec, 1) + "\n"); !status.ok()) {
     return WithExit(absl::PermissionDeniedError(absl::StrCat(status.message(), "; ", hint)), kExitStore);
   }
   std::printf("installed kernel '%s' (%s) in %s\n", name.c_str(), display_name.c_str(), dir.c_str());
@@ -246,7 +247,7 @@ absl::StatusOr<int> List(const std::vector<std::string>& args) {
     for (const Found& k : kernels) {
       out.push_back({{"name", k.name}, {"path", k.dir}, {"display_name", k.display_name}, {"argv", k.argv}});
     }
-    std::printf("%s\n", out.dump(2).c_str());
+    std::printf("%s\n", DumpJson(out, 2).c_str());
     return 0;
   }
   if (kernels.empty()) std::printf("no inferenceutils kernels installed (see `inferenceutils kernel install`)\n");

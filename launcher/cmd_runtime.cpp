@@ -1,12 +1,15 @@
 // runtime list | info KEY | path | rebuild | remove KEY | prune [--unused-for DAYS] [--not-matching]
+#include <algorithm>
 #include <ctime>
 #include <iostream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "commands.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "selection.h"
@@ -26,9 +29,15 @@ std::string HumanSize(uint64_t bytes) {
   return absl::StrFormat(unit == 0 ? "%.0f %s" : "%.1f %s", value, units[unit]);
 }
 
+// A last-used time more than this far ahead of the clock is not a time of use (a clock that was
+// wrong, a copied store): shown as such, and pruned as unused for however long is asked.
+constexpr int64_t kClockSlack = 300;
+bool InTheFuture(int64_t when) { return when > std::time(nullptr) + kClockSlack; }
+
 std::string Ago(int64_t when) {
   if (when <= 0) return "never";
-  int64_t seconds = std::time(nullptr) - when;
+  if (InTheFuture(when)) return "unknown (future)";
+  int64_t seconds = std::max<int64_t>(0, std::time(nullptr) - when);
   if (seconds < 120) return "just now";
   if (seconds < 7200) return absl::StrCat(seconds / 60, " min ago");
   if (seconds < 172800) return absl::StrCat(seconds / 3600, " h ago");
@@ -43,6 +52,14 @@ std::string CurrentProfile(const Invocation& invocation) {
 }
 
 absl::StatusOr<std::string> ResolveKey(const Store& store, const std::string& given) {
+  // Keys are hex digests: anything else (an empty prefix would match every runtime, a path, a
+  // name with '/' or '..') names no runtime.
+  bool hex = !given.empty() && given.size() <= 64 &&
+             std::all_of(given.begin(), given.end(), [](char c) { return absl::ascii_isxdigit(c); });
+  if (!hex) {
+    return ConfigError(absl::StrCat("'", given, "' is not a runtime key (a key, or the first hex digits of one); ",
+                                    "`inferenceutils runtime list` shows the keys"));
+  }
   std::string found;
   for (const auto& entry : store.List()) {
     if (entry.key == given) return given;
@@ -81,7 +98,7 @@ int List(const Invocation& invocation, const Store& store, bool json) {
     rows.push_back(row);
   }
   if (json) {
-    std::cout << rows.dump(2) << "\n";
+    std::cout << DumpJson(rows, 2) << "\n";
     return 0;
   }
   if (rows.empty()) {
@@ -135,7 +152,7 @@ absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, cons
   int64_t cutoff = std::time(nullptr) - static_cast<int64_t>(unused_days) * 86400;
   int removed = 0;
   for (const auto& entry : store.List()) {
-    bool old = unused_days >= 0 && entry.last_used <= cutoff;
+    bool old = unused_days >= 0 && (entry.last_used <= cutoff || InTheFuture(entry.last_used));
     bool foreign = not_matching && (!entry.manifest.ok() || entry.manifest->profile_key != profile);
     if (!old && !foreign) continue;
     if (auto status = store.Remove(entry.key); !status.ok()) return status;
@@ -172,7 +189,7 @@ absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
     }
     absl::StatusOr<Manifest> manifest = store.Lookup(*key);
     if (!manifest.ok()) return WithExit(manifest.status(), kExitConfig);
-    std::cout << manifest->ToJson().dump(2) << "\n";
+    std::cout << DumpJson(manifest->ToJson(), 2) << "\n";
     return 0;
   }
   if (sub == "path" || sub == "rebuild") {

@@ -25,8 +25,9 @@ Commands:
   kernel install|list|remove  a Jupyter kernel that starts through the launcher
   help [COMMAND]            this text, or a command's
 
-A first argument that is an existing file is a script, even if it is named like a command
-(`inferenceutils ./repl`). Everything after SCRIPT, -m MODULE or -c CODE belongs to the program.
+A bare word that names a command is the command, even if a file of that name exists; a script
+named like a command runs as `inferenceutils ./info` or `inferenceutils run info`. Any other
+existing file is a script. Everything after SCRIPT, -m MODULE or -c CODE belongs to the program.
 
 Options (before the command or script; each also an INFERENCEUTILS_* variable, see README):
   --home DIR                the store (default $XDG_CACHE_HOME/inferenceutils)

@@ -2,6 +2,7 @@
 
 #include <memory>
 
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/backend.h"
 #include "inferenceutils/hardware.h"
 #include "inferenceutils/paths.h"
@@ -34,7 +35,7 @@ std::string InfoDocument(const std::shared_ptr<const Manifest>& manifest, const 
     doc["bundles"] = BundlesJson(ProvisionOptionsFor(options).bundles,
                                  BundleTarget{selection->key, selection->request.key_inputs, selection->decision.backend},
                                  selection->facts);
-    return doc.dump();
+    return DumpJson(doc);
   }
   // Started as <runtime>/bin/python: what `info --json` would say, from the facts cache.
   std::string store = StoreOf(manifest->prefix, options);
@@ -50,7 +51,7 @@ std::string InfoDocument(const std::shared_ptr<const Manifest>& manifest, const 
   // The runtime in use is the one its bundles would be for.
   doc["bundles"] = BundlesJson(ProvisionOptionsFor(options).bundles,
                                BundleTarget{manifest->key, manifest->key_inputs, manifest->backend}, facts);
-  return doc.dump();
+  return DumpJson(doc);
 }
 
 std::string RuntimeDocument(const std::shared_ptr<const Manifest>& manifest, const Selection* selection) {
@@ -59,7 +60,7 @@ std::string RuntimeDocument(const std::shared_ptr<const Manifest>& manifest, con
   for (const auto& [name, version] : m.distributions) distributions.push_back({{"name", name}, {"version", version}});
   nlohmann::json spec = {{"requirements", m.requirements}, {"preload", m.preload}, {"libraries", m.libraries}};
   if (selection) spec = selection->spec.ToJson();
-  return nlohmann::json{
+  return DumpJson(nlohmann::json{
       {"key", m.key},
       {"backend", m.backend},
       {"path", m.prefix},
@@ -79,8 +80,7 @@ std::string RuntimeDocument(const std::shared_ptr<const Manifest>& manifest, con
       {"manifest", m.prefix + "/manifest.json"},
       {"launcher", SelfExecutable()},
       {"launcher_version", IU_VERSION},
-  }
-      .dump();
+  });
 }
 
 }  // namespace

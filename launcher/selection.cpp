@@ -4,6 +4,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "inferenceutils/env_values.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/python.h"
@@ -28,10 +29,9 @@ ProvisionOptions ProvisionOptionsFor(const LauncherOptions& launcher) {
   ProvisionOptions options;
   options.allow_build = !launcher.no_build;
   options.bundles = launcher.bundles;
-  int seconds = 0;
-  if (absl::SimpleAtoi(Env("INFERENCEUTILS_LOCK_TIMEOUT"), &seconds) && seconds > 0) {
-    options.lock_timeout = absl::Seconds(seconds);
-  }
+  // A bad value was refused before the command started (CheckEnvValues in main).
+  options.lock_timeout = EnvSeconds("INFERENCEUTILS_LOCK_TIMEOUT", absl::Seconds(kDefaultLockTimeoutSeconds))
+                             .value_or(absl::Seconds(kDefaultLockTimeoutSeconds));
   return options;
 }
 

@@ -2,6 +2,7 @@
 // desktop entry and the Python command line that runs the entry. Packing is app_payload.cpp,
 // extraction app_install.cpp.
 #include "inferenceutils/app.h"
+#include "inferenceutils/json_text.h"
 
 #include <toml++/toml.h>
 
@@ -37,7 +38,7 @@ std::string Absolute(const std::string& path, const std::string& base) {
   return base.empty() ? path : base + "/" + path;
 }
 
-std::string PyString(const std::string& s) { return nlohmann::json(s).dump(); }
+std::string PyString(const std::string& s) { return PythonStr(s); }
 
 std::string Parent(const std::string& path) {
   auto slash = path.find_last_of('/');

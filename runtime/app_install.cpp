@@ -21,6 +21,7 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/store.h"
 #include "app_internal.h"
+#include "link_guard.h"
 
 namespace iu {
 namespace {
@@ -117,6 +118,39 @@ absl::Status WriteAll(int fd, absl::string_view data) {
 absl::StatusOr<nlohmann::json> ParseManifest(const std::string& text, const std::string& where) {
   nlohmann::json m = nlohmann::json::parse(text, nullptr, false);
   if (m.is_discarded() || !m.is_object()) return Damaged(where, "its app.json is not valid JSON");
+  // Every field the launcher reads has the type it reads it as, so no later access can throw.
+  auto string_or_absent = [&](const nlohmann::json& j, const char* name) {
+    return !j.contains(name) || j[name].is_string();
+  };
+  auto unsigned_field = [&](const nlohmann::json& j, const char* name) {
+    return j.is_object() && j.contains(name) && j[name].is_number_unsigned();
+  };
+  if (!m.contains("app_format") || !m["app_format"].is_number_integer()) {
+    return Damaged(where, "its app.json has no app_format");
+  }
+  for (const char* name : {"name", "version", "entry", "script", "spec", "icon", "launcher_version", "python"}) {
+    if (!string_or_absent(m, name)) return Damaged(where, absl::StrCat("its app.json's '", name, "' is not a string"));
+  }
+  if (!m.contains("archive") || !unsigned_field(m["archive"], "offset") || !unsigned_field(m["archive"], "size")) {
+    return Damaged(where, "its app.json has no archive");
+  }
+  if (m.contains("bundles")) {
+    if (!m["bundles"].is_array()) return Damaged(where, "its app.json's 'bundles' is not a list");
+    for (const auto& b : m["bundles"]) {
+      if (!b.is_object() || !b.contains("name") || !b["name"].is_string() || !unsigned_field(b, "offset") ||
+          !unsigned_field(b, "size") || !string_or_absent(b, "key") || !string_or_absent(b, "backend") ||
+          !string_or_absent(b, "sha256")) {
+        return Damaged(where, "its app.json has a malformed bundle entry");
+      }
+    }
+  }
+  if (m.contains("home")) {
+    const nlohmann::json& h = m["home"];
+    if (!h.is_object() || !h.contains("id") || !h["id"].is_string() || !unsigned_field(h, "offset") ||
+        !unsigned_field(h, "size")) {
+      return Damaged(where, "its app.json has a malformed Python home entry");
+    }
+  }
   if (m.value("app_format", 0) != kAppFormat) {
     return WithExit(absl::FailedPreconditionError(absl::StrCat("app ", where, ": app format ", m.value("app_format", 0),
                                                                " is not ", kAppFormat,
@@ -142,6 +176,7 @@ absl::Status ExtractTar(const AppFile& app, int fd, uint64_t offset, uint64_t si
   archive_read_support_format_tar(a);
   archive_read_open(a, &reader, nullptr, RangeRead, nullptr);
   absl::Status status;
+  LinkGuard links("the app");
   std::string block(1 << 20, '\0');
   for (;;) {
     struct archive_entry* e = nullptr;
@@ -161,11 +196,28 @@ absl::Status ExtractTar(const AppFile& app, int fd, uint64_t offset, uint64_t si
       status = Damaged(app.path, absl::StrCat("member ", member, ": ", why));
       break;
     }
-    if (archive_entry_hardlink(e) || (type != AE_IFDIR && type != AE_IFREG)) {
-      status = Damaged(app.path, absl::StrCat("member ", member, ": neither a file nor a folder"));
+    if (archive_entry_hardlink(e) || (type != AE_IFDIR && type != AE_IFREG && (type != AE_IFLNK || !app_layout))) {
+      status = Damaged(app.path, absl::StrCat("member ", member, ": neither a file, a folder nor a symlink"));
+      break;
+    }
+    if (std::string why = links.CheckPath(member, type == AE_IFLNK); !why.empty()) {
+      status = Damaged(app.path, absl::StrCat("member ", member, ": ", why));
       break;
     }
     std::string out = dir + "/" + member;
+    if (type == AE_IFLNK) {
+      // A link app build kept (it stayed inside APP_DIR); judged again here, chain and all.
+      std::string target = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
+      if (std::string why = links.AddSymlink(member, target); !why.empty()) {
+        status = Damaged(app.path, absl::StrCat("member ", member, ": ", why));
+        break;
+      }
+      if (symlink(target.c_str(), out.c_str()) != 0) {
+        status = StoreError(absl::StrCat("cannot create ", out, ": ", std::strerror(errno)));
+        break;
+      }
+      continue;
+    }
     if (type == AE_IFDIR) {
       if (mkdir(out.c_str(), 0755) != 0 && errno != EEXIST) {
         status = StoreError(absl::StrCat("cannot create ", out, ": ", std::strerror(errno)));
@@ -208,7 +260,7 @@ absl::Status EnsureHome(const std::string& store_root, const AppFile& app, int f
   uint64_t offset = home.value("offset", uint64_t{0}), size = home.value("size", uint64_t{0});
   bool id_ok = !id.empty() && id[0] != '.' &&
                id.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") == std::string::npos;
-  if (!id_ok || offset < lo || offset + size > hi) {
+  if (!id_ok || offset < lo || size > hi || offset > hi - size) {
     return Damaged(app.path, absl::StrCat("its Python home entry '", id, "' does not fit the payload"));
   }
   const std::string dir = store_root + "/homes/" + id;
@@ -293,7 +345,7 @@ absl::Status Extract(const std::string& store_root, const AppFile& app, const st
   } catch (const nlohmann::json::exception&) {
     return Damaged(app.path, "its app.json has no archive");
   }
-  if (archive_offset < kAppHeaderSize || archive_offset + archive_size > f.manifest_offset) {
+  if (archive_offset < kAppHeaderSize || archive_size > f.manifest_offset || archive_offset > f.manifest_offset - archive_size) {
     return Damaged(app.path, "its archive lies outside the payload");
   }
 
@@ -322,7 +374,7 @@ absl::Status Extract(const std::string& store_root, const AppFile& app, const st
     std::string name = b.value("name", "");
     uint64_t offset = b.value("offset", uint64_t{0}), size = b.value("size", uint64_t{0});
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.' || offset < archive_offset + archive_size ||
-        offset + size > f.manifest_offset) {
+        size > f.manifest_offset || offset > f.manifest_offset - size) {
       return Damaged(app.path, absl::StrCat("bundle entry '", name, "' does not fit the payload"));
     }
     std::string out = dir + "/bundles/" + name;
@@ -371,8 +423,8 @@ absl::Status Verify(const AppFile& app, Progress& progress) {
   if (!ok) return Damaged(app.path, "its payload cannot be read whole");
   std::string actual = sha.HexDigest();
   if (actual != app.footer.sha256) {
-    return Damaged(app.path, absl::StrCat("its payload's SHA-256 is ", actual.substr(0, 16), "..., not the ",
-                                          app.footer.sha256.substr(0, 16), "... its footer records"));
+    return Damaged(app.path, absl::StrCat("its payload's SHA-256 is ", actual, ", not the ", app.footer.sha256,
+                                          " its footer records"));
   }
   return absl::OkStatus();
 }
@@ -476,7 +528,7 @@ absl::StatusOr<InstalledApp> InstallApp(const std::string& store_root, const App
     }
   }
   if (auto s = MakeDirs(dir + "/verified", hint); !s.ok()) return s;
-  int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(marker.c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd >= 0) {
     std::string line = app.path + "\n";
     (void)!write(fd, line.data(), line.size());

@@ -19,7 +19,10 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/str_replace.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/app.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
@@ -87,6 +90,24 @@ uint64_t ElfEnd(absl::string_view header) {
   return shoff + shentsize * shnum;
 }
 
+// How many bytes follow a footer that is still in the file (of `size` bytes, payload at
+// `payload_at`) when something was appended to an app; 0 when there is no such footer.
+uint64_t AppendedAfterFooter(int fd, uint64_t payload_at, uint64_t size) {
+  const uint64_t window = std::min<uint64_t>(size - payload_at, 16u << 20);
+  std::string tail;
+  if (window < kAppFooterSize || !ReadAt(fd, size - window, window, &tail)) return 0;
+  const std::string magic(kAppFooterMagic, 8);
+  for (size_t at = tail.rfind(magic); at != std::string::npos && at + 8 >= kAppFooterSize;
+       at = at == 0 ? std::string::npos : tail.rfind(magic, at - 1)) {
+    uint64_t footer_end = size - window + at + 8;
+    absl::string_view footer = absl::string_view(tail).substr(at + 8 - kAppFooterSize, kAppFooterSize);
+    if (GetU64(footer, 0) == payload_at && payload_at + GetU64(footer, 8) + kAppFooterSize == footer_end) {
+      return size - footer_end;
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 std::string EncodeAppFooter(const AppFooter& f) {
@@ -142,12 +163,16 @@ absl::StatusOr<std::optional<AppFile>> OpenAppFile(const std::string& path) {
       footer = DecodeAppFooter(tail, size, path);
     }
     if (footer.ok() && !footer->has_value()) {
-      // No footer. A payload's header right after the ELF image means the file was cut short.
+      // No footer at the end. A payload's header right after the ELF image means the file was
+      // cut short, or had bytes appended after its footer (which is then still in the file).
       std::string header, magic;
       uint64_t end = ReadAt(fd, 0, 64, &header) ? ElfEnd(header) : 0;
       if (end > 0 && end + kAppHeaderSize <= size && ReadAt(fd, end, 8, &magic) &&
           magic == absl::string_view(kAppHeaderMagic, 8)) {
-        footer = Damaged(path, "its payload has no footer (the file is truncated)");
+        uint64_t appended = AppendedAfterFooter(fd, end, size);
+        footer = Damaged(path, appended > 0 ? absl::StrCat("it has ", appended, " bytes appended after its payload's footer; "
+                                                           "remove them (or build the app again)")
+                                            : "its payload has no footer (the file is truncated)");
       }
     }
   }
@@ -170,6 +195,7 @@ struct PackedFile {
   std::string member;  // path in the archive
   uint64_t size = 0;
   int mode = 0644;
+  std::string link_target;  // a symlink kept as one (relative, inside APP_DIR); "" for a file
 };
 
 bool Excluded(const std::string& rel, const std::string& name, const std::vector<std::string>& patterns) {
@@ -183,11 +209,28 @@ bool Excluded(const std::string& rel, const std::string& name, const std::vector
   return false;
 }
 
+std::string RealPath(const std::string& path);
+std::string Dirname(const std::string& path);
+
+// `target` (absolute, resolved) relative to the directory `from` (absolute, resolved).
+std::string RelativeTo(const std::string& target, const std::string& from) {
+  std::vector<std::string> t = absl::StrSplit(target, '/', absl::SkipEmpty());
+  std::vector<std::string> f = absl::StrSplit(from, '/', absl::SkipEmpty());
+  size_t common = 0;
+  while (common < t.size() && common < f.size() && t[common] == f[common]) ++common;
+  std::vector<std::string> parts(f.size() - common, "..");
+  parts.insert(parts.end(), t.begin() + static_cast<long>(common), t.end());
+  return parts.empty() ? "." : absl::StrJoin(parts, "/");
+}
+
 // The files below `root` (sorted; hidden names, __pycache__ and *.pyc left out), as members
-// under `prefix`. Symlinks to files are packed as the files they point at.
+// under `prefix`. With `follow_links` (the launcher's own assets) a symlink is packed as what it
+// points at. Without (APP_DIR), a symlink that resolves inside `root` is kept as a relative link
+// (a folder link is not walked again), and one that leads outside, or nowhere, is refused: an
+// app must not carry /etc/passwd because a link in its folder pointed there.
 absl::Status Collect(const std::string& root, const std::string& rel, const std::string& prefix,
                      const std::vector<std::string>& exclude, const std::set<std::string>& skip,
-                     std::vector<PackedFile>* files, int depth = 0) {
+                     std::vector<PackedFile>* files, bool follow_links = true, int depth = 0) {
   std::string dir = rel.empty() ? root : root + "/" + rel;
   if (depth > 64) return UsageError(absl::StrCat("app build: ", dir, " is nested too deep (a symlink loop?)"));
   DIR* d = opendir(dir.c_str());
@@ -205,14 +248,30 @@ absl::Status Collect(const std::string& root, const std::string& rel, const std:
     std::string full = root + "/" + r;
     if (skip.count(full) || Excluded(r, name, exclude)) continue;
     struct stat st;
+    if (!follow_links && lstat(full.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+      char target[PATH_MAX];
+      ssize_t n = readlink(full.c_str(), target, sizeof(target) - 1);
+      std::string text = n > 0 ? std::string(target, static_cast<size_t>(n)) : std::string();
+      std::string real_root = RealPath(root), resolved = RealPath(full);
+      struct stat target_st;
+      bool exists = stat(full.c_str(), &target_st) == 0;
+      if (!exists || (resolved != real_root && !absl::StartsWith(resolved, real_root + "/"))) {
+        return UsageError(absl::StrCat("app build: ", full, " is a symlink to '", text, "', ",
+                                       exists ? absl::StrCat("outside APP_DIR (", resolved, ")") : "which does not exist",
+                                       "; put a copy of what it points at in its place, or leave it out with exclude"));
+      }
+      std::string parent = RealPath(Dirname(full));
+      files->push_back({full, prefix + r, 0, 0777, RelativeTo(resolved, parent)});
+      continue;
+    }
     if (stat(full.c_str(), &st) != 0) {
       return UsageError(absl::StrCat("app build: cannot read ", full, ": ", std::strerror(errno),
                                      " (a dangling symlink? leave it out with exclude)"));
     }
     if (S_ISDIR(st.st_mode)) {
-      if (auto s = Collect(root, r, prefix, exclude, skip, files, depth + 1); !s.ok()) return s;
+      if (auto s = Collect(root, r, prefix, exclude, skip, files, follow_links, depth + 1); !s.ok()) return s;
     } else if (S_ISREG(st.st_mode)) {
-      files->push_back({full, prefix + r, static_cast<uint64_t>(st.st_size), (st.st_mode & 0111) ? 0755 : 0644});
+      files->push_back({full, prefix + r, static_cast<uint64_t>(st.st_size), (st.st_mode & 0111) ? 0755 : 0644, ""});
     }  // sockets, fifos, devices: not part of an app
   }
   return absl::OkStatus();
@@ -359,7 +418,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   // What goes in: app files, the launcher's assets, the spec, the icon.
   std::set<std::string> skip = {output, output + ".desktop", output + ".png"};
   std::vector<PackedFile> files;
-  if (auto st = Collect(app_dir, "", "app/", s.exclude, skip, &files); !st.ok()) return st;
+  if (auto st = Collect(app_dir, "", "app/", s.exclude, skip, &files, /*follow_links=*/false); !st.ok()) return st;
   uint64_t app_files = files.size();
   if (app_files == 0) return UsageError(absl::StrCat("app build: APP_DIR ", app_dir, " has no files to pack"));
   std::string spec_member;
@@ -379,7 +438,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
       spec_member = "spec.toml";
       struct stat st;
       stat(spec.c_str(), &st);
-      files.push_back({spec, spec_member, static_cast<uint64_t>(st.st_size), 0644});
+      files.push_back({spec, spec_member, static_cast<uint64_t>(st.st_size), 0644, ""});
     }
   }
   std::string icon_member;
@@ -395,7 +454,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
     if (!packed) {
       struct stat st;
       stat(icon.c_str(), &st);
-      files.push_back({icon, icon_member, static_cast<uint64_t>(st.st_size), 0644});
+      files.push_back({icon, icon_member, static_cast<uint64_t>(st.st_size), 0644, ""});
     }
   }
   if (request.assets_dir.empty() || !IsRegularFile(request.assets_dir + "/backends.toml")) {
@@ -436,7 +495,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
 
   Cleanup cleanup;
   const std::string tmp = absl::StrCat(output, ".tmp.", getpid());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0755);
   if (fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   cleanup.paths.push_back(tmp);
   struct FdCloser {
@@ -476,8 +535,8 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
     failure = StoreError(absl::StrCat("cannot pack ", what, " into ", output, ": ", why));
   };
   std::set<std::string> dirs;
-  auto add_header = [&](const std::string& path, int type, int mode, uint64_t size) {
-    int rc = WriteFixedHeader(a, path, type, mode, size);
+  auto add_header = [&](const std::string& path, int type, int mode, uint64_t size, const std::string& target = "") {
+    int rc = WriteFixedHeader(a, path, type, mode, size, target);
     if (rc != ARCHIVE_OK) fail(path);
     return rc == ARCHIVE_OK;
   };
@@ -490,6 +549,10 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
     for (size_t slash = f.member.find('/'); slash != std::string::npos; slash = f.member.find('/', slash + 1)) {
       std::string dir = f.member.substr(0, slash);
       if (dirs.insert(dir).second) add_header(dir, AE_IFDIR, 0755, 0);
+    }
+    if (!f.link_target.empty()) {
+      if (!add_header(f.member, AE_IFLNK, 0777, 0, f.link_target)) break;
+      continue;
     }
     struct stat st;
     if (stat(f.source.c_str(), &st) != 0 || static_cast<uint64_t>(st.st_size) != f.size) {
@@ -560,8 +623,8 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
                            {"offset", added->offset},
                            {"size", added->size},
                            {"sha256", added->sha256},
-                           {"key", manifest.value("key", "")},
-                           {"backend", manifest.value("backend", "")}});
+                           {"key", manifest.contains("key") && manifest["key"].is_string() ? manifest["key"] : ""},
+                           {"backend", manifest.contains("backend") && manifest["backend"].is_string() ? manifest["backend"] : ""}});
   }
 
   // The Python home (made once by the build as <home>.tar.zst): the app runs where no Python is.
@@ -601,7 +664,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
       {"bundles", bundle_list},
   };
   if (!home_entry.is_null()) app_manifest["home"] = home_entry;
-  std::string manifest_text = app_manifest.dump(1) + "\n";
+  std::string manifest_text = DumpJson(app_manifest, 1) + "\n";
   AppFooter footer;
   footer.payload_offset = launcher_bytes;
   footer.manifest_offset = payload.written;
@@ -623,7 +686,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   if (!s.icon.empty()) {
     icon_out = output + ".png";
     std::string icon_tmp = absl::StrCat(icon_out, ".tmp.", getpid());
-    int ifd = open(icon_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int ifd = open(icon_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
     if (ifd < 0) return StoreError(absl::StrCat("cannot write ", icon_tmp, ": ", std::strerror(errno)));
     cleanup.paths.push_back(icon_tmp);
     struct stat st;
@@ -635,7 +698,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
   std::string desktop_tmp = absl::StrCat(output, ".desktop.tmp.", getpid());
   {
     std::string text = DesktopEntry(s.name, output, icon_out, absl::StrCat(s.name, " ", s.version));
-    int dfd = open(desktop_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+    int dfd = open(desktop_tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0755);
     if (dfd < 0) return StoreError(absl::StrCat("cannot write ", desktop_tmp, ": ", std::strerror(errno)));
     cleanup.paths.push_back(desktop_tmp);
     bool ok = write(dfd, text.data(), text.size()) == static_cast<ssize_t>(text.size());

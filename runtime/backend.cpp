@@ -1,4 +1,5 @@
 // The backend decision: Facts + forced backend + assets/backends.toml → Decision.
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/backend.h"
 #include "inferenceutils/digest.h"
 
@@ -329,7 +330,7 @@ const std::vector<std::string>& KnownBackends() {
 }
 
 std::string ProfileKeyOf(const nlohmann::json& profile) {
-  std::string canonical = profile.dump();  // objects keep sorted keys: canonical
+  std::string canonical = DumpJson(profile);  // objects keep sorted keys: canonical
   std::string hex = Sha256Hex(canonical).substr(0, 16);
   return absl::StrCat(profile.value("backend", "unknown"), "-", hex);
 }
@@ -337,8 +338,8 @@ std::string ProfileKeyOf(const nlohmann::json& profile) {
 absl::StatusOr<Decision> Decide(const Facts& facts, const std::string& forced_backend,
                                 const std::string& backends_toml_path) {
   if (!forced_backend.empty() && !Contains(KnownBackends(), forced_backend)) {
-    return UsageError(absl::StrCat("unknown backend '", forced_backend, "' (choose ",
-                                   absl::StrJoin(KnownBackends(), ", "), ")"));
+    return ConfigError(absl::StrCat("unknown backend '", forced_backend, "' (--backend or INFERENCEUTILS_BACKEND); choose ",
+                                    absl::StrJoin(KnownBackends(), ", "), " or auto"));
   }
   absl::StatusOr<Table> table = LoadTable(backends_toml_path);
   if (!table.ok()) return table.status();

@@ -17,6 +17,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/process.h"
@@ -184,8 +185,11 @@ for name in sys.argv[1:]:
     except BaseException as e:
         errors[name] = "%s: %s" % (type(e).__name__, e)
 dists = sorted({(d.metadata["Name"], d.version) for d in md.distributions()})
-print("IU-VERIFY " + json.dumps({"sys_path": [p for p in sys.path if p], "dists": dists,
-                                 "errors": errors, "prefix": sys.prefix}))
+# Paths are bytes: one that is not UTF-8 is shown with U+FFFD (the report is for the manifest).
+text = json.dumps({"sys_path": [p for p in sys.path if p], "dists": dists,
+                   "errors": errors, "prefix": sys.prefix}, ensure_ascii=False)
+sys.stdout.flush()
+sys.stdout.buffer.write(("IU-VERIFY " + text + "\n").encode("utf-8", "replace"))
 )PY";
 
 absl::Status BuildFailure(absl::string_view step, absl::string_view reason,
@@ -196,6 +200,15 @@ absl::Status BuildFailure(absl::string_view step, absl::string_view reason,
           "building runtime ", request.key, " failed while ", step, ": ", reason, "; log: ", log_path,
           "\nflags: ", FlagsText(request.build_env), "\nlast lines of the log:\n", TailLines(output, 12))),
       kExitProvision);
+}
+
+// Ctrl-C stopped pip or the verification: the caller removes the data directory, as after a
+// failure, and the launcher ends by SIGINT (exit status 130), as python does.
+absl::Status Interrupted(const BuildRequest& request, const std::string& log_path) {
+  return WithExit(absl::CancelledError(absl::StrCat("interrupted (Ctrl-C) while building runtime ", request.key,
+                                                    "; nothing of it was kept, start again to build it (log: ",
+                                                    log_path, ")")),
+                  kExitInterrupted);
 }
 
 }  // namespace
@@ -243,9 +256,16 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   manifest.libraries = request.libraries;
   manifest.build_env = request.build_env;
 
+  // pip writes the runtime's path into scripts as UTF-8 and fails on other bytes (after a while,
+  // with a traceback): say so before it starts. Runtimes from bundles need no pip.
+  if (ValidUtf8(prefix) != prefix) {
+    return StoreError(absl::StrCat("the store's path ", ValidUtf8(store.root()),
+                                   " is not valid UTF-8, and pip cannot install into such a path; "
+                                   "set INFERENCEUTILS_HOME (or --home) to a UTF-8 path"));
+  }
   if (auto s = MakeDirs(store.root() + "/logs", ""); !s.ok()) return s;
   manifest.log = absl::StrCat(store.root(), "/logs/", request.key, "-", std::time(nullptr), "-", getpid(), ".log");
-  int log_fd = open(manifest.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int log_fd = open(manifest.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (log_fd < 0) return StoreError(absl::StrCat("cannot write the build log ", manifest.log, ": ", std::strerror(errno)));
   struct CloseLog {
     int fd;
@@ -282,6 +302,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
                    {{"--extra-index-url", index, "--only-binary", request.backend_package}, "prebuilt"},
                    log_fd, progress);
       if (!pip.ok()) return pip.status();
+      if (pip->interrupted) return Interrupted(request, manifest.log);
       if (pip->exit_code == 0) {
         installed = true;
         manifest.build_env["prebuilt_index"] = index;
@@ -299,6 +320,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
     if (has_backend_package) source_build.extra_args = {"--no-binary", request.backend_package};
     pip = RunPip(request, prefix, *pip_wheel, cache_dir, source_build, log_fd, progress);
     if (!pip.ok()) return pip.status();
+    if (pip->interrupted) return Interrupted(request, manifest.log);
     if (pip->exit_code != 0) {
       std::string failing = FailingRequirement(pip->output);
       return BuildFailure("installing requirements",
@@ -324,6 +346,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   verify.log_fd = log_fd;
   absl::StatusOr<ProcessResult> verified = RunProcess(verify);
   if (!verified.ok()) return verified.status();
+  if (verified->interrupted) return Interrupted(request, manifest.log);
   size_t mark = verified->output.rfind("IU-VERIFY ");
   nlohmann::json report = mark == std::string::npos
                               ? nlohmann::json()
@@ -345,7 +368,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   manifest.timings["total"] = SecondsSince(total_start);
   manifest.created = NowRfc3339();
 
-  if (auto s = WriteFileAtomic(prefix + "/manifest.json", manifest.ToJson().dump(2) + "\n"); !s.ok()) return s;
+  if (auto s = WriteFileAtomic(prefix + "/manifest.json", DumpJson(manifest.ToJson(), 2) + "\n"); !s.ok()) return s;
   return manifest;
 }
 

@@ -12,6 +12,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 #include <type_traits>
@@ -19,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bundle_internal.h"
+#include "inferenceutils/env_values.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
 #include "inferenceutils/paths.h"
@@ -64,10 +66,11 @@ absl::StatusOr<const CurlApi*> Curl() {
   return &api;
 }
 
-long TimeoutSeconds() {
-  long v = 0;
-  const char* env = std::getenv("INFERENCEUTILS_DOWNLOAD_TIMEOUT");
-  return env && absl::SimpleAtoi(env, &v) && v > 0 ? v : 60;
+long TimeoutSeconds() {  // a bad value was refused before the command started (CheckEnvValues)
+  absl::Duration d = EnvSeconds("INFERENCEUTILS_DOWNLOAD_TIMEOUT", absl::Seconds(kDefaultDownloadTimeoutSeconds),
+                                absl::Seconds(1))
+                         .value_or(absl::Seconds(kDefaultDownloadTimeoutSeconds));
+  return std::max<long>(1, static_cast<long>(absl::ToInt64Seconds(d)));
 }
 
 size_t AppendString(char* data, size_t size, size_t n, void* out) {
@@ -181,7 +184,7 @@ absl::StatusOr<std::string> FetchBundle(const Store& store, const BundleCandidat
   progress.Step(absl::StrCat("downloading ", name));
   struct stat st;
   curl_off_t offset = stat(part.c_str(), &st) == 0 ? st.st_size : 0;
-  int fd = open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  int fd = open(part.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) return StoreError(absl::StrCat("cannot write ", part, ": ", std::strerror(errno)));
   CURL* curl = c.easy_init();
   CommonOptions(c, curl, url);

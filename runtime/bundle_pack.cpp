@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "bundle_internal.h"
 #include "stream_writers.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
 #include "inferenceutils/errors.h"
@@ -272,12 +273,12 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
       {"file_count", files.size()},
       {"files", files},
   };
-  std::string bundle_text = bundle.dump(1) + "\n";
+  std::string bundle_text = DumpJson(bundle, 1) + "\n";
 
   progress.Step("compressing");
   std::string tmp = absl::StrCat(output, ".tmp.", getpid());
   HashingWriter file;
-  file.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  file.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (file.fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   ZstdSink sink;
   sink.out = [&](absl::string_view chunk) {

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "bundle_internal.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/backend.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
@@ -105,7 +106,39 @@ BundleCandidate FromManifest(const std::string& location, const std::string& sou
 
 }  // namespace
 
+namespace {
+
+// A string field of a JSON object that came from a bundle or an index: "" when `j` is not an
+// object or the field is missing or not a string (nlohmann's value() throws on those).
+std::string StringField(const nlohmann::json& j, const char* name) {
+  if (!j.is_object()) return "";
+  auto it = j.find(name);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+const nlohmann::json& ObjectField(const nlohmann::json& j, const char* name) {
+  static const nlohmann::json empty = nlohmann::json::object();
+  if (!j.is_object()) return empty;
+  auto it = j.find(name);
+  return it != j.end() && it->is_object() ? *it : empty;
+}
+
+std::string UnmetRequirementOf(const nlohmann::json& requires_json, const Facts& facts);
+
+}  // namespace
+
+// A hostile or damaged manifest is unmet, never an exception.
 std::string UnmetRequirement(const nlohmann::json& requires_json, const Facts& facts) {
+  try {
+    return UnmetRequirementOf(requires_json, facts);
+  } catch (const nlohmann::json::exception& e) {
+    return absl::StrCat("its requirements are malformed (", e.what(), ")");
+  }
+}
+
+namespace {
+
+std::string UnmetRequirementOf(const nlohmann::json& requires_json, const Facts& facts) {
   if (!requires_json.is_object()) return "the manifest states no requirements";
   std::string platform = requires_json.value("platform", "");
   if (!platform.empty() && PlatformOf(platform) != PlatformOf(facts.python.platform_tag) &&
@@ -159,7 +192,20 @@ std::string UnmetRequirement(const nlohmann::json& requires_json, const Facts& f
   return "";
 }
 
+}  // namespace
+
+absl::StatusOr<std::vector<BundleCandidate>> ListBundleSourceOf(const std::string& location, const std::string& source);
+
+// A hostile or damaged index is an unusable source, never an exception.
 absl::StatusOr<std::vector<BundleCandidate>> ListBundleSource(const std::string& location, const std::string& source) {
+  try {
+    return ListBundleSourceOf(location, source);
+  } catch (const nlohmann::json::exception& e) {
+    return WithExit(absl::DataLossError(absl::StrCat(location, ": malformed bundle index (", e.what(), ")")), kExitBundle);
+  }
+}
+
+absl::StatusOr<std::vector<BundleCandidate>> ListBundleSourceOf(const std::string& location, const std::string& source) {
   std::vector<BundleCandidate> out;
   if (IsUrl(location)) {
     std::string url = location;
@@ -264,26 +310,27 @@ BundleChoice ChooseBundle(const std::vector<std::string>& explicit_bundles, cons
     }
     for (BundleCandidate& c : *listed) {
       ++order;
-      if (c.rejected.empty() && c.manifest.is_object() && !c.manifest.empty()) {
+      if (c.rejected.empty() && c.manifest.is_object() && !c.manifest.empty()) {  // no field may throw
         const nlohmann::json& m = c.manifest;
-        std::string key = m.value("key", "");
-        std::string backend = m.value("backend", "");
+        std::string key = StringField(m, "key");
+        std::string backend = StringField(m, "backend");
         bool exact = key == target.key;
-        if (!exact && SpecPart(m.value("key_inputs", nlohmann::json())) != wanted) {
+        if (!exact && SpecPart(m.contains("key_inputs") ? m["key_inputs"] : nlohmann::json()) != wanted) {
           c.rejected = absl::StrCat("a runtime for other requirements or sources (key ", key, ")");
         } else if (!target.backend.empty() && backend != target.backend) {
           c.rejected = absl::StrCat("built for the ", backend, " backend, this runtime is for ", target.backend);
-        } else if (std::string why = UnmetRequirement(m.value("requires", nlohmann::json()), facts); !why.empty()) {
+        } else if (std::string why = UnmetRequirement(m.contains("requires") ? m["requires"] : nlohmann::json(), facts);
+                   !why.empty()) {
           c.rejected = why;
         } else {
-          const nlohmann::json& req = m["requires"];
+          const nlohmann::json& req = ObjectField(m, "requires");
           int pref = 0;
           const auto& known = KnownBackends();
           if (auto it = std::find(known.begin(), known.end(), backend); it != known.end()) {
             pref = static_cast<int>(known.end() - it);
           }
           c.rank = (exact ? (int64_t{1} << 40) : 0) + (int64_t{pref} << 32) +
-                   (IsaScore(req.value("cpu_isa", "")) << 20) - order;
+                   (IsaScore(StringField(req, "cpu_isa")) << 20) - order;
         }
       } else if (c.rejected.empty() && !(IsUrl(c.location) && absl::EndsWith(c.location, ".tar.zst"))) {
         c.rejected = "no manifest";
@@ -311,9 +358,9 @@ nlohmann::json ExplainBundles(const std::vector<std::string>& explicit_bundles, 
     const BundleCandidate& c = choice.candidates[i];
     nlohmann::json row = {{"location", c.location},
                           {"source", c.source},
-                          {"key", c.manifest.value("key", "")},
-                          {"backend", c.manifest.value("backend", "")},
-                          {"requires", c.manifest.value("requires", nlohmann::json::object())},
+                          {"key", StringField(c.manifest, "key")},
+                          {"backend", StringField(c.manifest, "backend")},
+                          {"requires", ObjectField(c.manifest, "requires")},
                           {"chosen", static_cast<int>(i) == choice.chosen}};
     if (!c.rejected.empty()) row["rejected"] = c.rejected;
     rows.push_back(row);
@@ -351,7 +398,7 @@ absl::StatusOr<int> WriteBundleIndex(const std::string& dir) {
     bundles.push_back({{"file", name}, {"sha256", Sha256Hex(*content)}, {"size", content->size()}, {"manifest", *m}});
   }
   nlohmann::json index = {{"format", kBundleFormat}, {"bundles", bundles}};
-  if (auto s = WriteFileAtomic(dir + "/index.json", index.dump(1) + "\n"); !s.ok()) return s;
+  if (auto s = WriteFileAtomic(dir + "/index.json", DumpJson(index, 1) + "\n"); !s.ok()) return s;
   return static_cast<int>(bundles.size());
 }
 

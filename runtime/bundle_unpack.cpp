@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
@@ -19,12 +20,16 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "bundle_internal.h"
+#include "link_guard.h"
+#include "inferenceutils/env_values.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
 #include "inferenceutils/paths.h"
@@ -37,7 +42,6 @@ namespace {
 
 using bundle_internal::Refused;
 
-constexpr uint64_t kDefaultMaxBytes = 64ull << 30;
 constexpr size_t kBlock = 1 << 20;
 constexpr size_t kSmallFile = 16 << 20;        // whole-file jobs for the pool up to this size
 constexpr uint64_t kMaxInFlight = 256ull << 20;
@@ -160,9 +164,19 @@ class Stream {
   std::string input_sha_;
 };
 
+// The offset just past the last byte of `block` that is not zero, 0 when all are (from the end,
+// so a block that ends in data costs nothing).
+size_t NonZeroEnd(const std::string& block) {
+  size_t k = block.size();
+  while (k > 0 && block[k - 1] == '\0') --k;
+  return k;
+}
+
 struct ReadContext {
   Stream* stream;
   std::string block;
+  uint64_t delivered = 0;         // decompressed bytes handed to libarchive
+  uint64_t last_non_zero = 0;     // offset just past the last non-zero byte among them
 };
 
 la_ssize_t ReadCallback(struct archive*, void* context, const void** buffer) {
@@ -171,6 +185,8 @@ la_ssize_t ReadCallback(struct archive*, void* context, const void** buffer) {
     *buffer = nullptr;
     return ctx->stream->error().empty() ? 0 : -1;
   }
+  if (size_t end = NonZeroEnd(ctx->block); end > 0) ctx->last_non_zero = ctx->delivered + end;
+  ctx->delivered += ctx->block.size();
   *buffer = ctx->block.data();
   return static_cast<la_ssize_t>(ctx->block.size());
 }
@@ -224,33 +240,24 @@ absl::Status ReadManifestMember(Reader& r, const std::string& bundle, nlohmann::
   return absl::OkStatus();
 }
 
-// A safe relative path: no absolute, no "..", no empty or "." components.
-std::string UnsafePath(const std::string& path) {
-  if (path.empty()) return "empty path";
-  if (path[0] == '/') return "absolute path";
-  if (path.find('\0') != std::string::npos) return "NUL in path";
-  for (absl::string_view part : absl::StrSplit(path, '/')) {
-    if (part == "..") return "path has a '..' component";
-    if (part.empty() || part == ".") return "path has an empty or '.' component";
+// Relocation replaces every occurrence of the packed prefix in text files, so it must be the
+// data directory a store made (<store>/data/<key>.<pid>.<n>), not "/" or "/usr", which would
+// rewrite unrelated paths. Why `prefix` is not one, "" when it is.
+std::string BadPrefix(const std::string& prefix) {
+  if (prefix.size() > 4096) return "is too long";
+  std::vector<std::string> parts = absl::StrSplit(prefix.substr(1), '/');
+  for (const auto& part : parts) {
+    if (part == "." || part == "..") return "is not a clean absolute path";
+  }
+  std::vector<std::string> name = absl::StrSplit(parts.back(), '.');
+  bool hex = name.size() == 3 && !name[0].empty() &&
+             std::all_of(name[0].begin(), name[0].end(), [](char c) { return absl::ascii_isxdigit(c); });
+  uint64_t number = 0;
+  if (parts.size() < 2 || parts[parts.size() - 2] != "data" || !hex || !absl::SimpleAtoi(name[1], &number) ||
+      !absl::SimpleAtoi(name[2], &number)) {
+    return "is not a store's data directory (<store>/data/<key>.<pid>.<n>); relocating it would rewrite other paths";
   }
   return "";
-}
-
-// Does a relative symlink target stay inside the runtime (lexically, from the link's directory)?
-bool TargetInside(const std::string& link_path, const std::string& target) {
-  if (target.empty() || target[0] == '/') return false;
-  std::vector<std::string> parts = absl::StrSplit(link_path, '/');
-  parts.pop_back();
-  for (absl::string_view p : absl::StrSplit(target, '/')) {
-    if (p.empty() || p == ".") continue;
-    if (p == "..") {
-      if (parts.empty()) return false;
-      parts.pop_back();
-    } else {
-      parts.emplace_back(p);
-    }
-  }
-  return true;
 }
 
 struct Expected {
@@ -351,12 +358,9 @@ class Writers {
   std::pair<std::string, std::string> failure_;
 };
 
-uint64_t MaxBytes(uint64_t given) {
+absl::StatusOr<uint64_t> MaxBytes(uint64_t given) {
   if (given > 0) return given;
-  uint64_t v = 0;
-  const char* env = std::getenv("INFERENCEUTILS_BUNDLE_MAX_BYTES");
-  if (env && absl::SimpleAtoi(env, &v) && v > 0) return v;
-  return kDefaultMaxBytes;
+  return EnvBytes("INFERENCEUTILS_BUNDLE_MAX_BYTES", kDefaultBundleMaxBytes);
 }
 
 void ReplaceStrings(nlohmann::json& j, const std::string& from, const std::string& to) {
@@ -407,7 +411,9 @@ std::string PythonMismatch(const nlohmann::json& requires_json) {
 absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string& data_dir,
                                       const UnpackOptions& options, Progress& progress) {
   auto start = std::chrono::steady_clock::now();
-  const uint64_t bound = MaxBytes(options.max_bytes);
+  absl::StatusOr<uint64_t> max_bytes = MaxBytes(options.max_bytes);
+  if (!max_bytes.ok()) return max_bytes.status();  // never the default instead: it is a safety bound
+  const uint64_t bound = *max_bytes;
   progress.Step("unpacking the runtime bundle");
   // The tar stream is at most the files plus headers and padding: bound it generously.
   Reader r(path, bound + (bound >> 3) + (256ull << 20), !options.expected_sha256.empty());
@@ -419,8 +425,11 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
   if (std::string why = PythonMismatch(requires_json); !why.empty()) {
     return Refused(path, kBundleManifestName, why);
   }
-  const std::string old_prefix = manifest.value("prefix", "");
+  const std::string old_prefix = manifest.contains("prefix") && manifest["prefix"].is_string() ? manifest["prefix"].get<std::string>() : "";
   if (old_prefix.empty() || old_prefix[0] != '/') return Refused(path, kBundleManifestName, "no absolute prefix recorded");
+  if (std::string why = BadPrefix(old_prefix); !why.empty()) {
+    return Refused(path, kBundleManifestName, absl::StrCat("recorded prefix '", old_prefix, "' ", why));
+  }
   uint64_t claimed = 0;
   if (!manifest.contains("total_size") || !manifest["total_size"].is_number_unsigned()) {
     return Refused(path, kBundleManifestName, "no total_size");
@@ -447,6 +456,11 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
       }
       x.target = f.value("target", "");
       x.role = f.value("role", "");
+      // What the launcher and python read from the runtime are files of its own, never links
+      // (a link could make them read anything on this machine).
+      if (x.type != 'f' && (p == "manifest.json" || p == "pyvenv.cfg" || absl::EndsWith(p, ".pth"))) {
+        return Refused(path, p, "must be a regular file (the launcher or python reads it), not a link or a folder");
+      }
       if (!expected.emplace(p, x).second) return Refused(path, p, "listed twice in the manifest");
     }
   } catch (const nlohmann::json::exception& e) {
@@ -459,7 +473,7 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
 
   int threads = options.threads > 0 ? options.threads : std::min(8, bundle_internal::UsableCores());
   Writers writers(std::max(1, threads));
-  std::set<std::string> symlinks;
+  LinkGuard links;
   uint64_t written = 0, last_report = 0;
   std::string block(kBlock, '\0');
   auto fail_now = [&](const std::string& member, const std::string& reason) {
@@ -477,12 +491,12 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
     std::string member = raw ? raw : "";
     if (writers.failed()) break;
     if (archive_entry_filetype(e) == AE_IFDIR && member.size() > 1 && member.back() == '/') member.pop_back();
-    if (std::string why = UnsafePath(member); !why.empty()) return fail_now(member, why);
+    if (std::string why = UnsafeMemberPath(member); !why.empty()) return fail_now(member, why);
     mode_t type = archive_entry_filetype(e);
     const char* hardlink = archive_entry_hardlink(e);
     if (hardlink) {
       std::string target = hardlink;
-      bool escapes = !UnsafePath(target).empty();
+      bool escapes = !UnsafeMemberPath(target).empty();
       return fail_now(member, escapes ? absl::StrCat("hardlink to '", target, "' points outside the runtime")
                                       : absl::StrCat("hardlink to '", target, "' (bundles hold no hardlinks)"));
     }
@@ -490,16 +504,14 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
       return fail_now(member, "device, fifo or socket file");
     }
     if (archive_entry_mode(e) & (S_ISUID | S_ISGID | S_ISVTX)) return fail_now(member, "setuid, setgid or sticky bit");
-    for (size_t slash = member.find('/'); slash != std::string::npos; slash = member.find('/', slash + 1)) {
-      if (symlinks.count(member.substr(0, slash))) return fail_now(member, "path goes through a symlink");
-    }
+    if (std::string why = links.CheckPath(member, type == AE_IFLNK); !why.empty()) return fail_now(member, why);
     if (type == AE_IFLNK) {
       std::string target = archive_entry_symlink(e) ? archive_entry_symlink(e) : "";
       auto it = expected.find(member);
       bool allowed_absolute = it != expected.end() && it->second.target == target && it->second.role == "launcher";
-      if (!allowed_absolute && !TargetInside(member, target)) {
-        return fail_now(member, absl::StrCat("symlink to '", target, "' points outside the runtime"));
-      }
+      // Judged against the links unpacked so far: a chain of relative links cannot climb out.
+      std::string why = allowed_absolute ? links.AddTrustedSymlink(member) : links.AddSymlink(member, target);
+      if (!why.empty()) return fail_now(member, why);
     }
     auto it = expected.find(member);
     if (it == expected.end()) return fail_now(member, "not in the manifest");
@@ -516,7 +528,6 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
       continue;
     }
     if (actual == 'l') {
-      symlinks.insert(member);
       if (x.target != (archive_entry_symlink(e) ? archive_entry_symlink(e) : "")) {
         return fail_now(member, "symlink target differs from the manifest");
       }
@@ -574,11 +585,19 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
     r.stream.Stop();
     return Refused(path, member, reason);
   }
-  // Drain the decompressor: trailing garbage or a broken frame after the tar's end is an error too.
+  // Drain the decompressor: trailing garbage or a broken frame after the tar's end is an error
+  // too, and so is data after the tar's end marker inside the stream: only zero padding may
+  // follow it (what libarchive read past the marker, and what it never asked for).
   std::string rest;
+  uint64_t after_tar = 0;
   while (r.stream.Next(&rest)) {
+    if (size_t end = NonZeroEnd(rest); end > 0) after_tar = end;
   }
   if (std::string e = r.stream.error(); !e.empty()) return Refused(path, "", e);
+  const la_int64_t tar_end = archive_filter_bytes(r.a, 0);
+  if (after_tar > 0 || (tar_end >= 0 && r.ctx.last_non_zero > static_cast<uint64_t>(tar_end))) {
+    return Refused(path, "", "data after the end of the tar archive (junk appended inside the zstd stream)");
+  }
   for (const auto& [p, x] : expected) {
     if (!x.seen) return Refused(path, p, "missing from the archive (truncated bundle?)");
   }
@@ -631,7 +650,7 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
                    {"packed_prefix", old_prefix},
                    {"requires", requires_json},
                    {"unpacked", NowRfc3339()}};
-  if (auto s = WriteFileAtomic(data_dir + "/manifest.json", out.dump(2) + "\n"); !s.ok()) return s;
+  if (auto s = WriteFileAtomic(data_dir + "/manifest.json", DumpJson(out, 2) + "\n"); !s.ok()) return s;
   progress.Finish();
   return installed;
 }

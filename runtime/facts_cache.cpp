@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "hardware/detect_util.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/hardware.h"
 #include "inferenceutils/paths.h"
 
@@ -114,7 +115,7 @@ Facts DetectAndStore(const std::string& store_root, const DetectOptions& options
   Facts facts = DetectFacts(options);
   if (!store_root.empty() && MakeDirs(store_root, "").ok()) {
     nlohmann::json entry = {{"fingerprint", fingerprint}, {"facts", facts.ToJson()}};
-    (void)WriteFileAtomic(store_root + "/facts.json", entry.dump(1));  // best effort
+    (void)WriteFileAtomic(store_root + "/facts.json", DumpJson(entry, 1));  // best effort
   }
   return facts;
 }

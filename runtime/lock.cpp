@@ -17,7 +17,11 @@ namespace iu {
 namespace {
 
 absl::StatusOr<int> OpenLockFile(const std::string& path) {
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ELOOP) {
+    return StoreError(absl::StrCat("the lock file ", path, " is a symlink, which the store never makes; "
+                                   "remove it (the store's files are written only as themselves)"));
+  }
   if (fd < 0) {
     return StoreError(absl::StrCat("cannot open lock file ", path, ": ", std::strerror(errno),
                                    "; set INFERENCEUTILS_HOME to a writable directory"));
@@ -100,7 +104,7 @@ absl::StatusOr<FileLock> FileLock::TryExclusive(const std::string& path) {
 }
 
 absl::StatusOr<FileLock> FileLock::TryShared(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return FileLock();
   FileLock lock;
   lock.fd_ = fd;

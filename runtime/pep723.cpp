@@ -1,6 +1,7 @@
 // PEP 723 inline script metadata and the PEP 440 check of its requires-python.
 #include <algorithm>
 #include <climits>
+#include <limits>
 #include <optional>
 
 #include <toml++/toml.h>
@@ -102,7 +103,9 @@ bool ReadNumber(absl::string_view* s, long* out) {
   size_t n = 0;
   while (n < s->size() && absl::ascii_isdigit((*s)[n])) ++n;
   if (n == 0) return false;
-  if (!absl::SimpleAtoi(s->substr(0, n), out)) return false;
+  // Digits only, so the one failure is overflow: PEP 440 puts no bound on a number, and one
+  // beyond a long is larger than any version it is compared with (3.99999999999999999999).
+  if (!absl::SimpleAtoi(s->substr(0, n), out)) *out = std::numeric_limits<long>::max();
   s->remove_prefix(n);
   return true;
 }

@@ -1,12 +1,16 @@
 #include "inferenceutils/process.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <ctime>
 #include <cstring>
 
 #include "absl/strings/match.h"
@@ -16,6 +20,14 @@
 extern char** environ;
 
 namespace iu {
+namespace {
+
+// Ctrl-C while a child runs: the handler only notes it; RunProcess stops the child's whole
+// process group and reports the interruption (the caller cleans up and exits 130).
+volatile sig_atomic_t g_interrupted = 0;
+void NoteInterrupt(int) { g_interrupted = 1; }
+
+}  // namespace
 
 std::string TailLines(absl::string_view text, int lines) {
   while (!text.empty() && text.back() == '\n') text.remove_suffix(1);
@@ -56,6 +68,9 @@ absl::StatusOr<ProcessResult> RunProcess(const ProcessSpec& spec) {
     return absl::InternalError(absl::StrCat("fork: ", std::strerror(err)));
   }
   if (pid == 0) {
+    // A process group of its own: Ctrl-C reaches the launcher only, which stops the whole
+    // group (pip and the compilers it started), instead of each of them dying on its own.
+    setpgid(0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(127);  // the launcher is already gone
     signal(SIGPIPE, SIG_DFL);
@@ -80,11 +95,48 @@ absl::StatusOr<ProcessResult> RunProcess(const ProcessSpec& spec) {
     _exit(127);
   }
   close(pipe_fds[1]);
+  setpgid(pid, pid);  // also here: no window in which a Ctrl-C reaches the child's old group
+
+  struct sigaction on_interrupt = {}, previous = {};
+  on_interrupt.sa_handler = NoteInterrupt;
+  sigemptyset(&on_interrupt.sa_mask);
+  on_interrupt.sa_flags = 0;  // no SA_RESTART: the read below returns EINTR
+  g_interrupted = 0;
+  sigaction(SIGINT, &on_interrupt, &previous);
+  struct RestoreSigint {
+    struct sigaction* previous;
+    ~RestoreSigint() { sigaction(SIGINT, previous, nullptr); }
+  } restore{&previous};
 
   ProcessResult result;
   std::string pending;
   char buf[8192];
+  int64_t kill_at = -1;  // after a Ctrl-C: when the group gets SIGKILL if it has not ended
+  auto now_ms = [] {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+  };
   while (true) {
+    if (g_interrupted && !result.interrupted) {
+      result.interrupted = true;
+      kill(-pid, SIGINT);  // pip cleans up its temporary directories on KeyboardInterrupt
+      kill_at = now_ms() + 3000;
+    }
+    int wait_ms = 200;  // the flag is looked at this often, whatever the child prints
+    if (kill_at >= 0) {
+      int64_t left = kill_at - now_ms();
+      if (left <= 0) {
+        kill(-pid, SIGKILL);
+        kill_at = -1;
+      } else {
+        wait_ms = static_cast<int>(std::min<int64_t>(wait_ms, left));
+      }
+    }
+    struct pollfd ready = {pipe_fds[0], POLLIN, 0};
+    int polled = poll(&ready, 1, wait_ms);
+    if (polled < 0 && errno == EINTR) continue;
+    if (polled == 0) continue;
     ssize_t n = read(pipe_fds[0], buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -110,6 +162,8 @@ absl::StatusOr<ProcessResult> RunProcess(const ProcessSpec& spec) {
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
   result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (result.interrupted) kill(-pid, SIGKILL);  // whatever of the group is left
+  if (g_interrupted) result.interrupted = true;  // a Ctrl-C as the child ended
   return result;
 }
 

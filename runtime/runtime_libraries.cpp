@@ -1,6 +1,7 @@
 // The libraries a runtime loads before its preload: ELF names read from the files, the spec's
 // list resolved, the runtime's NVIDIA libraries picked by what needs them, dependencies first.
 #include "inferenceutils/runtime_libraries.h"
+#include "inferenceutils/json_text.h"
 
 #include <dirent.h>
 #include <elf.h>
@@ -16,6 +17,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "inferenceutils/errors.h"
 #include "nlohmann/json.hpp"
@@ -259,7 +261,10 @@ absl::StatusOr<std::vector<std::string>> RuntimeLibraries(const std::string& pre
 
 std::string LoadLibrariesPython(const std::vector<std::string>& libraries) {
   if (libraries.empty()) return {};
-  return absl::StrCat("import ctypes as _iu_c, os as _iu_o\nfor _iu_p in ", nlohmann::json(libraries).dump(),
+  std::vector<std::string> literals;
+  for (const auto& library : libraries) literals.push_back(PythonStr(library));  // any bytes, kept
+  std::string list = absl::StrCat("[", absl::StrJoin(literals, ","), "]");
+  return absl::StrCat("import ctypes as _iu_c, os as _iu_o\nfor _iu_p in ", list,
                       ":\n    _iu_c.CDLL(_iu_p, mode=_iu_o.RTLD_NOW | _iu_o.RTLD_GLOBAL)\n"
                       "del _iu_c, _iu_o, _iu_p\n");
 }

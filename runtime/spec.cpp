@@ -1,6 +1,7 @@
 // The runtime spec: parsing (TOML), overrides, requirement normalization and the runtime key.
 // PEP 723 and requires-python live in pep723.cpp.
 #include "inferenceutils/spec.h"
+#include "inferenceutils/json_text.h"
 #include "inferenceutils/digest.h"
 
 #include <unistd.h>
@@ -224,30 +225,138 @@ struct ParsedRequirement {
   std::vector<std::string> extras;  // as written
   std::vector<std::string> specifiers;  // whitespace removed
   std::string url;
-  std::string marker;               // whitespace collapsed outside quotes
+  std::string marker;               // canonical form (MarkerParser)
 };
 
-std::string CollapseMarker(absl::string_view marker) {
-  std::string out;
-  char quote = 0;
-  bool space = false;
-  for (char c : marker) {
-    if (quote) {
-      out.push_back(c);
-      if (c == quote) quote = 0;
-      continue;
-    }
-    if (absl::ascii_isspace(c)) {
-      space = true;
-      continue;
-    }
-    if (space && !out.empty()) out.push_back(' ');
-    space = false;
-    if (c == '\'' || c == '"') quote = c;
-    out.push_back(c);
+// PEP 508 environment markers: validated, and written back in one canonical form (single
+// spaces between tokens, no space inside parentheses, strings in double quotes where they can
+// be), so the same marker written with other whitespace or quotes gives the same runtime key.
+//   marker = or_expr;  or_expr = and_expr ("or" and_expr)*;  and_expr = atom ("and" atom)*
+//   atom = "(" or_expr ")" | value op value;  value = variable | quoted string
+//   op = < <= != == >= > ~= === | in | not in
+class MarkerParser {
+ public:
+  explicit MarkerParser(absl::string_view text) : s_(text) {}
+
+  absl::StatusOr<std::string> Parse() {
+    absl::StatusOr<std::string> out = OrExpr(0);
+    if (!out.ok()) return out;
+    SkipSpace();
+    if (i_ != s_.size()) return Error(absl::StrCat("unexpected '", s_.substr(i_), "'"));
+    return out;
   }
-  return out;
-}
+
+ private:
+  static bool IsVariable(absl::string_view name) {
+    // PEP 508's variables, and the dotted legacy names pip's packaging still accepts.
+    for (absl::string_view known :
+         {"python_version", "python_full_version", "os_name", "sys_platform", "platform_release",
+          "platform_system", "platform_version", "platform_machine", "platform_python_implementation",
+          "implementation_name", "implementation_version", "extra", "os.name", "sys.platform",
+          "platform.version", "platform.machine", "platform.python_implementation", "python_implementation"}) {
+      if (name == known) return true;
+    }
+    return false;
+  }
+  absl::Status Error(absl::string_view what) const {
+    return absl::InvalidArgumentError(absl::StrCat("its marker is not valid PEP 508 (", what, ")"));
+  }
+  void SkipSpace() {
+    while (i_ < s_.size() && absl::ascii_isspace(s_[i_])) ++i_;
+  }
+  // A keyword ("and", "or", "in", "not") at i_, followed by a non-name character.
+  bool Keyword(absl::string_view word) {
+    SkipSpace();
+    if (!absl::StartsWith(s_.substr(i_), word)) return false;
+    size_t end = i_ + word.size();
+    if (end < s_.size() && (absl::ascii_isalnum(s_[end]) || s_[end] == '_' || s_[end] == '.')) return false;
+    i_ = end;
+    return true;
+  }
+  absl::StatusOr<std::string> OrExpr(int depth) {
+    if (depth > 32) return Error("nested too deep");
+    absl::StatusOr<std::string> left = AndExpr(depth);
+    if (!left.ok()) return left;
+    std::string out = *left;
+    while (Keyword("or")) {
+      absl::StatusOr<std::string> right = AndExpr(depth);
+      if (!right.ok()) return right;
+      absl::StrAppend(&out, " or ", *right);
+    }
+    return out;
+  }
+  absl::StatusOr<std::string> AndExpr(int depth) {
+    absl::StatusOr<std::string> left = Atom(depth);
+    if (!left.ok()) return left;
+    std::string out = *left;
+    while (Keyword("and")) {
+      absl::StatusOr<std::string> right = Atom(depth);
+      if (!right.ok()) return right;
+      absl::StrAppend(&out, " and ", *right);
+    }
+    return out;
+  }
+  absl::StatusOr<std::string> Atom(int depth) {
+    SkipSpace();
+    if (i_ < s_.size() && s_[i_] == '(') {
+      ++i_;
+      absl::StatusOr<std::string> inner = OrExpr(depth + 1);
+      if (!inner.ok()) return inner;
+      SkipSpace();
+      if (i_ >= s_.size() || s_[i_] != ')') return Error("a '(' is not closed");
+      ++i_;
+      return absl::StrCat("(", *inner, ")");
+    }
+    absl::StatusOr<std::string> left = Value();
+    if (!left.ok()) return left;
+    absl::StatusOr<std::string> op = Operator();
+    if (!op.ok()) return op.status();
+    absl::StatusOr<std::string> right = Value();
+    if (!right.ok()) return right;
+    return absl::StrCat(*left, " ", *op, " ", *right);
+  }
+  absl::StatusOr<std::string> Value() {
+    SkipSpace();
+    if (i_ >= s_.size()) return Error("it ends where a variable or a quoted string should be");
+    char c = s_[i_];
+    if (c == '\'' || c == '"') {
+      size_t close = s_.find(c, i_ + 1);
+      if (close == absl::string_view::npos) return Error("a quoted string is not closed");
+      absl::string_view text = s_.substr(i_ + 1, close - i_ - 1);
+      i_ = close + 1;
+      char quote = absl::StrContains(text, '"') ? '\'' : '"';
+      return absl::StrCat(std::string(1, quote), text, std::string(1, quote));
+    }
+    size_t start = i_;
+    while (i_ < s_.size() && (absl::ascii_isalnum(s_[i_]) || s_[i_] == '_' || s_[i_] == '.')) ++i_;
+    absl::string_view name = s_.substr(start, i_ - start);
+    if (name.empty()) return Error(absl::StrCat("unexpected '", s_.substr(start), "'"));
+    if (!IsVariable(name)) {
+      return Error(absl::StrCat("'", name, "' is not a marker variable such as python_version, sys_platform, "
+                                "platform_machine or extra"));
+    }
+    return std::string(name);
+  }
+  absl::StatusOr<std::string> Operator() {
+    SkipSpace();
+    for (absl::string_view op : {"===", "<=", ">=", "==", "!=", "~=", "<", ">"}) {
+      if (absl::StartsWith(s_.substr(i_), op)) {
+        i_ += op.size();
+        return std::string(op);
+      }
+    }
+    if (Keyword("in")) return std::string("in");
+    if (Keyword("not")) {
+      if (Keyword("in")) return std::string("not in");
+      return Error("'not' is not followed by 'in'");
+    }
+    return Error(i_ < s_.size() ? absl::StrCat("'", s_.substr(i_), "' does not start with a comparison")
+                                : "a comparison is missing");
+  }
+
+  absl::string_view s_;
+  size_t i_ = 0;
+};
 
 // Returns an empty optional-like status on failure with the reason.
 absl::Status ParseRequirement(absl::string_view text, ParsedRequirement* out) {
@@ -314,8 +423,10 @@ absl::Status ParseRequirement(absl::string_view text, ParsedRequirement* out) {
     }
   }
   if (!marker.empty() || absl::StrContains(rest, ';')) {
-    out->marker = CollapseMarker(absl::StripAsciiWhitespace(marker));
-    if (out->marker.empty()) return absl::InvalidArgumentError("its ';' is not followed by a marker");
+    if (absl::StripAsciiWhitespace(marker).empty()) return absl::InvalidArgumentError("its ';' is not followed by a marker");
+    absl::StatusOr<std::string> canonical = MarkerParser(marker).Parse();
+    if (!canonical.ok()) return canonical.status();
+    out->marker = *std::move(canonical);
   }
   return absl::OkStatus();
 }
@@ -610,7 +721,7 @@ nlohmann::json RuntimeKeyJson(const RuntimeSpec& spec, const KeyContext& context
 }
 
 std::string RuntimeKeyInputs(const RuntimeSpec& spec, const KeyContext& context) {
-  return RuntimeKeyJson(spec, context).dump();  // nlohmann's object keys are sorted
+  return DumpJson(RuntimeKeyJson(spec, context));  // nlohmann's object keys are sorted
 }
 
 std::string RuntimeKey(const RuntimeSpec& spec, const KeyContext& context) {

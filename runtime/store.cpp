@@ -56,10 +56,37 @@ bool ParseDataName(const std::string& name, std::string* key, long* pid) {
   return absl::SimpleAtoi(parts[1], pid);
 }
 
+// The data directory a runtimes/ link names: <root>/data/<the target's last component>, and only
+// when that is a real directory (not a link) directly inside data/. "" otherwise: a link whose
+// target is anything else (a relative climb such as ../../elsewhere, ".", "..") names nothing
+// the store may delete.
+std::string DataDirOf(const std::string& root, const std::string& target) {
+  std::string name = target.substr(target.find_last_of('/') + 1);
+  if (name.empty() || name == "." || name == "..") return "";
+  std::string dir = root + "/data/" + name;
+  struct stat st;
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return "";
+  return dir;
+}
+
+// Whether a published link other than runtimes/<except_key> names the data directory `dir`.
+bool PublishedElsewhere(const std::string& root, const std::string& dir, const std::string& except_key) {
+  if (dir.empty()) return false;
+  std::string name = dir.substr(dir.find_last_of('/') + 1);
+  for (const auto& key : ListDir(root + "/runtimes")) {
+    if (key == except_key) continue;
+    std::string target = ReadLink(root + "/runtimes/" + key);
+    if (!target.empty() && target.substr(target.find_last_of('/') + 1) == name) return true;
+  }
+  return false;
+}
+
 bool ProcessAlive(long pid) { return pid > 0 && (kill(static_cast<pid_t>(pid), 0) == 0 || errno == EPERM); }
 
 // Deletes a data directory unless a running launcher holds its in-use lock.
 bool DeleteIfUnused(const std::string& data_dir) {
+  struct stat st;
+  if (data_dir.empty() || lstat(data_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return false;
   absl::StatusOr<FileLock> probe = FileLock::TryExclusive(data_dir + kInUse);
   if (probe.ok() && !probe->held()) return false;  // a running launcher holds it shared
   return RemoveTree(data_dir);
@@ -123,7 +150,7 @@ absl::Status Store::EnsureLayout() const {
     if (auto status = MakeDirs(root_ + sub, kHomeHint); !status.ok()) return status;
   }
   std::string probe = absl::StrCat(root_, "/locks/.write-test.", getpid());
-  int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd < 0) {
     return StoreError(absl::StrCat("the store ", root_, " is not writable (", std::strerror(errno), "); ", kHomeHint));
   }
@@ -138,7 +165,7 @@ absl::StatusOr<std::string> Store::NewDataDir(const std::string& key) const {
   if (mkdir(dir.c_str(), 0755) != 0) {
     return StoreError(absl::StrCat("cannot create ", dir, ": ", std::strerror(errno), "; ", kHomeHint));
   }
-  int fd = open((dir + kInUse).c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  int fd = open((dir + kInUse).c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (fd >= 0) close(fd);
   return dir;
 }
@@ -154,7 +181,10 @@ absl::Status Store::Publish(const std::string& key, const std::string& data_dir)
     unlink(tmp.c_str());
     return StoreError(absl::StrCat("cannot publish runtime ", key, " at ", link, ": ", std::strerror(err)));
   }
-  if (!previous.empty() && previous != target) DeleteIfUnused(root_ + "/runtimes/" + previous);
+  if (!previous.empty() && previous != target) {
+    std::string old = DataDirOf(root_, previous);
+    if (!PublishedElsewhere(root_, old, key)) DeleteIfUnused(old);
+  }
   return absl::OkStatus();
 }
 
@@ -169,7 +199,8 @@ absl::Status Store::Remove(const std::string& key) const {
   if (unlink(link.c_str()) != 0) {
     return StoreError(absl::StrCat("cannot remove ", link, ": ", std::strerror(errno)));
   }
-  DeleteIfUnused(root_ + "/runtimes/" + target);  // else: CleanStale deletes it once unused
+  std::string data_dir = DataDirOf(root_, target);
+  if (!PublishedElsewhere(root_, data_dir, key)) DeleteIfUnused(data_dir);  // else: CleanStale deletes it once unused
   return absl::OkStatus();
 }
 

@@ -23,6 +23,7 @@ enum ExitCode : int {
   kExitLockTimeout = 75,      // waited too long for another launcher's build
   kExitPreload = 76,          // the runtime's preload module failed to import
   kExitBundle = 77,           // a bundle was refused (bad hash, unsafe member, wrong Python)
+  kExitInterrupted = 130,     // Ctrl-C (SIGINT) while the launcher itself worked (a build); as python
 };
 
 // Attaches an exit code to a status (kept through copies).

@@ -24,9 +24,12 @@ struct ProcessSpec {
 struct ProcessResult {
   int exit_code = -1;   // exit status, or 128+signal when killed
   std::string output;   // stdout+stderr (kept whole; callers take the tail)
+  bool interrupted = false;  // Ctrl-C (SIGINT) reached the launcher: the child's group was stopped
 };
 
-// Spawns argv[0] (looked up on PATH when it has no '/'), stdin from /dev/null, SIGPIPE default.
+// Spawns argv[0] (looked up on PATH when it has no '/'), stdin from /dev/null, SIGPIPE default,
+// in a process group of its own. A SIGINT to the launcher while it runs stops that group (SIGINT,
+// then SIGKILL after 3 s) and sets `interrupted`.
 absl::StatusOr<ProcessResult> RunProcess(const ProcessSpec& spec);
 
 // The last `lines` lines of `text`.

@@ -331,3 +331,64 @@ def test_bad_build_input_is_one_line_and_leaves_nothing(case, tmp_path):
     assert words in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir() if p.name not in ("home", "store")) == \
         [n for n in before if n not in ("home", "store")]
+
+
+HELLO_SPEC = REPO / "examples" / "hello.toml"  # nothing to install: a runtime in seconds
+
+
+def test_symlinks_in_app_dir_stay_links_inside_and_are_refused_outside(tmp_path):
+    project = tmp_path / "linked"
+    (project / "pkg").mkdir(parents=True)
+    (project / "main.py").write_text("import os, sys\nhere = os.path.dirname(os.path.abspath(__file__))\n"
+                                     "print(open(os.path.join(here, 'alias.py')).read().count('import'), "
+                                     "os.path.islink(os.path.join(here, 'alias.py')), os.path.islink(os.path.join(here, 'again')))\n")
+    (project / "pkg" / "data.txt").write_text("data\n")
+    os.symlink("main.py", project / "alias.py")        # a file link inside: kept as a link
+    os.symlink("pkg", project / "again")               # a folder link inside: kept, not walked twice
+    os.symlink("/etc/passwd", project / "passwd")      # outside: refused, naming the link
+    env = clean_env(tmp_path)
+    out = tmp_path / "linked-app"
+    args = ["app", "build", project, "-o", out, "--script", "main.py", "--spec", HELLO_SPEC, "--level", "1"]
+    proc = run(args, env, check_rc=EXIT_USAGE)
+    assert proc.stderr.count("\n") == 1 and str(project / "passwd") in proc.stderr and "outside APP_DIR" in proc.stderr
+    assert not out.exists()
+    (project / "passwd").unlink()
+    os.symlink("/", project / "root")                  # a link to / would walk the whole file system
+    assert "outside APP_DIR" in run(args, env, check_rc=EXIT_USAGE).stderr
+    (project / "root").unlink()
+    os.symlink("missing.py", project / "dangling")
+    assert "does not exist" in run(args, env, check_rc=EXIT_USAGE).stderr
+    (project / "dangling").unlink()
+    run(args, env, check_rc=0)
+    seen = start(out, env=app_env(tmp_path), timeout=300)
+    assert seen.stdout.split() == ["2", "True", "True"], seen.stdout
+    extracted = next((tmp_path / "store" / "apps").iterdir()) / "app"
+    assert os.readlink(extracted / "alias.py") == "main.py" and os.readlink(extracted / "again") == "pkg"
+
+
+def test_damage_messages_say_what_happened(built, tmp_path):
+    footer = footer_of(built)
+    data = bytearray(built.read_bytes())
+    data[-FOOTER.size + 32 + 31] ^= 0x01             # the footer's hash, last byte
+    wrong_hash = tmp_path / "wrong-hash"
+    wrong_hash.write_bytes(bytes(data))
+    appended = tmp_path / "appended"
+    appended.write_bytes(built.read_bytes() + b"junk after the footer")
+    for f in (wrong_hash, appended):
+        f.chmod(0o755)
+    env = app_env(tmp_path)
+    line = start(wrong_hash, env=env, rc=EXIT_BUNDLE).stderr
+    hashes = [w.strip(",") for w in line.split() if len(w.strip(",")) == 64]
+    assert len(hashes) == 2 and hashes[0] != hashes[1] and footer["sha256"] in hashes, line
+    line = start(appended, env=env, rc=EXIT_BUNDLE).stderr
+    assert "21 bytes appended" in line and "truncated" not in line, line
+    # No writable store (HOME is a file): the message says there is no log instead of naming one.
+    home = tmp_path / "home-file"
+    home.write_text("not a folder")
+    no_store = dict(env, HOME=str(home))
+    del no_store["INFERENCEUTILS_HOME"]
+    alone = tmp_path / "alone"  # no store/ folder beside it (that would be a portable store)
+    alone.mkdir()
+    shutil.copy2(wrong_hash, alone / "wrong-hash")
+    line = start(alone / "wrong-hash", env=no_store, rc=EXIT_BUNDLE).stderr
+    assert "no log:" in line and "cannot be written" in line and line.count("\n") == 1, line

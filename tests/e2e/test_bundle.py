@@ -308,7 +308,41 @@ def _duplicate(m, members):
     members.append(next(x for x in members if x[0].name == "pyvenv.cfg"))
 
 
+def _link_chain(m, members):
+    # `a -> .` makes a/a/a/... the runtime itself: lexically the target stays inside, really it
+    # climbs out through the links to /etc/passwd.
+    bt.add_link(m, members, "a", ".")
+    bt.add_link(m, members, "chain", "a/" * 24 + "../" * 24 + "etc/passwd")
+
+
+def _link_chain_later(m, members):
+    # A target that is harmless until a link is made where it passes: refused at that link.
+    bt.add_link(m, members, "lib/ok", "../d/../pyvenv.cfg")
+    bt.add_link(m, members, "d", "lib/python3.11/site-packages")
+
+
+def _launcher_file_as_link(m, members):
+    entry = bt.file_entry(m, "pyvenv.cfg")
+    m["total_size"] -= entry["size"]
+    m["files"].remove(entry)
+    members[:] = [x for x in members if x[0].name != "pyvenv.cfg"]
+    bt.add_link(m, members, "pyvenv.cfg", "lib")
+
+
+def _root_prefix(m, members):
+    m["prefix"] = "/"
+
+
+def _usr_prefix(m, members):
+    m["prefix"] = "/usr"
+
+
 HOSTILE = {
+    "link-chain": (_link_chain, "chain: symlink to 'a/a/"),
+    "link-made-where-a-target-passes": (_link_chain_later, "d: symlink where an earlier symlink's target passes through"),
+    "launcher-file-as-link": (_launcher_file_as_link, "pyvenv.cfg: must be a regular file"),
+    "root-prefix": (_root_prefix, "recorded prefix '/' is not a store's data directory"),
+    "usr-prefix": (_usr_prefix, "recorded prefix '/usr' is not a store's data directory"),
     "traversal": (_traversal, "../evil.txt: path has a '..' component"),
     "absolute": (_absolute, "absolute path"),
     "escaping-symlink": (_symlink, "lib/evil: symlink to '../../../../../../etc/passwd' points outside the runtime"),
@@ -354,6 +388,26 @@ def test_truncated_and_corrupt_bundles_are_refused(packed, tmp_path):
     cut.write_bytes(bundle.read_bytes()[:-100])
     (tmp_path / "d").mkdir()
     _refused(tmp_path / "d", spec, cut, "truncated")
+
+
+def test_junk_after_the_tar_end_inside_the_stream_is_refused(packed, tmp_path):
+    spec, bundle, _, _ = packed
+    manifest, members = bt.read(bundle)
+    junk = bt.write(tmp_path / "junk.tar.zst", manifest, members, raw_tail=b"not padding" * 100)
+    _refused(tmp_path, spec, junk, "data after the end of the tar archive")
+    padded = bt.write(tmp_path / "padded.tar.zst", manifest, members, raw_tail=bytes(4096))
+    (tmp_path / "p").mkdir()
+    start(tmp_path / "p", spec, "--no-build", "--bundle", padded, env=clean_env(tmp_path / "p"))  # zeros are padding
+
+
+def test_bundle_max_bytes_takes_a_size_suffix(packed, tmp_path):
+    spec, bundle, _, _ = packed
+    env = clean_env(tmp_path, INFERENCEUTILS_BUNDLE_MAX_BYTES="1K")  # was silently 64 GiB
+    proc = start(tmp_path, spec, "--no-build", "--bundle", bundle, env=env, rc=77)
+    assert "more than the bound of 1024 bytes" in proc.stderr, proc.stderr
+    assert runtime_dirs(tmp_path / "store")["data"] == []
+    env["INFERENCEUTILS_BUNDLE_MAX_BYTES"] = "2G"
+    start(tmp_path, spec, "--no-build", "--bundle", bundle, env=env)
 
 
 def test_the_launcher_loads_libcurl_only_for_a_download():

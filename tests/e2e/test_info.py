@@ -134,7 +134,7 @@ def test_backend_overrides(tmp_path):
     run(["info"], dict(env, INFERENCEUTILS_BACKEND="cuda"), check_rc=69)
     doc = info_json(dict(env, INFERENCEUTILS_BACKEND="cuda"), "--backend", "cpu")  # command line wins
     assert doc["decision"]["backend"] == "cpu" and doc["decision"]["forced"] is True
-    proc = run(["info"], dict(env, INFERENCEUTILS_BACKEND="tpu"), check_rc=2)
+    proc = run(["info"], dict(env, INFERENCEUTILS_BACKEND="tpu"), check_rc=65)  # a bad value (README)
     assert "unknown backend 'tpu'" in proc.stderr
     gpu = fake_gpu_env(tmp_path)
     assert info_json(gpu, "--backend", "cpu")["decision"]["backend"] == "cpu"

@@ -515,20 +515,31 @@ def test_everything_after_program_belongs_to_it(tmp_path, env):
 
 
 @pytest.mark.parametrize("name", ["repl", "run", "help", "info", "runtime"])
-def test_command_named_file_is_a_script(tmp_path, env, name):
+def test_command_named_file_is_a_script_by_path_or_after_run(tmp_path, env, name):
     write(tmp_path / name, REPORT)
-    for first in (name, "./" + name):
-        iu = run([first, "a", "-v"], env, cwd=tmp_path, check_rc=0)
-        assert json.loads(iu.stdout) == {"name": "__main__", "file": f"{tmp_path}/{first}",
-                                         "argv": [first, "a", "-v"],
+    for args in (["./" + name], ["run", name]):
+        iu = run([*args, "a", "-v"], env, cwd=tmp_path, check_rc=0)
+        assert json.loads(iu.stdout) == {"name": "__main__", "file": f"{tmp_path}/{args[-1]}",
+                                         "argv": [args[-1], "a", "-v"],
                                          "path0": str(tmp_path)}
-        iu = run(["--quiet", first], env, cwd=tmp_path, check_rc=0)
-        assert json.loads(iu.stdout)["argv"] == [first]
+        iu = run(["--quiet", *args], env, cwd=tmp_path, check_rc=0)
+        assert json.loads(iu.stdout)["argv"] == [args[-1]]
+
+
+@pytest.mark.parametrize("name", ["repl", "run", "help", "info", "runtime"])
+def test_a_bare_command_word_is_the_command_even_beside_a_file_of_that_name(tmp_path, env, name):
+    """A cloned repository holding a file `info` must not turn `inferenceutils info` into running it."""
+    marker = tmp_path / "ran"
+    write(tmp_path / name, f"open({str(marker)!r}, 'w').write('ran')\nprint('__main__')\n")
+    iu = run([name] if name == "help" else [name, "--help"], env, cwd=tmp_path, check_rc=0)
+    assert "__main__" not in iu.stdout and not marker.exists()
+    assert "usage" in iu.stdout.lower() or "inferenceutils" in iu.stdout
 
 
 def test_command_named_file_rule_is_documented(env):
-    text = run(["--help"], env, check_rc=0).stdout
-    assert "existing file is a script" in " ".join(text.split())
+    text = " ".join(run(["--help"], env, check_rc=0).stdout.split())
+    assert "A bare word that names a command is the command, even if a file of that name exists" in text
+    assert "`inferenceutils ./info` or `inferenceutils run info`" in text
 
 
 def test_version(env):

@@ -212,7 +212,7 @@ TEST_CASE("profile key: only decision-relevant facts") {
 TEST_CASE("forced backends") {
   auto unknown = Decide(CpuMachine(), "tpu", kTable);
   REQUIRE_FALSE(unknown.ok());
-  CHECK(iu::ExitCodeOf(unknown.status()) == iu::kExitUsage);
+  CHECK(iu::ExitCodeOf(unknown.status()) == iu::kExitConfig);  // a bad option value (README)
   CHECK(std::string(unknown.status().message()).find("tpu") != std::string::npos);
 
   auto impossible = Decide(CpuMachine(), "cuda", kTable);

@@ -293,9 +293,26 @@ TEST_CASE("normalization: names, extras, specifiers, markers") {
   CHECK(iu::NormalizeRequirement("numpy<2,>=1.26") == iu::NormalizeRequirement("numpy >=1.26,<2"));
   CHECK(iu::NormalizeRequirement("numpy (>=1.26)") == "numpy>=1.26");
   CHECK(iu::NormalizeRequirement("requests [socks , Security]") == "requests[security,socks]");
-  CHECK(iu::NormalizeRequirement("foo ; python_version  <  '3.12'") == "foo; python_version < '3.12'");
+  CHECK(iu::NormalizeRequirement("foo ; python_version  <  '3.12'") == "foo; python_version < \"3.12\"");
   CHECK(iu::NormalizeRequirement("Foo @ file:///x/foo.whl ; os_name=='posix'") ==
-        "foo @ file:///x/foo.whl ; os_name=='posix'");
+        "foo @ file:///x/foo.whl ; os_name == \"posix\"");
+  // Markers: one canonical form whatever the whitespace and quotes (issue #12).
+  CHECK(iu::NormalizeRequirement("a;python_version>='3'and(os_name=='posix'or extra==\"x\")") ==
+        "a; python_version >= \"3\" and (os_name == \"posix\" or extra == \"x\")");
+  CHECK(iu::NormalizeRequirement("a ; ( python_version >= \"3\" ) and os_name not  in 'nt ce'") ==
+        "a; (python_version >= \"3\") and os_name not in \"nt ce\"");
+  CHECK(iu::NormalizeRequirement("a; platform_release == 'say \"hi\"'") == "a; platform_release == 'say \"hi\"'");
+  for (const char* bad : {"a; bogus_var == '1'", "a; python_version >=", "a; (os_name == 'nt'", "a; os_name == 'nt' and",
+                          "a; python_version ~ '3'", "a; os_name == 'nt' or or", "a; os_name not 'nt'", "a; 'x'",
+                          "a; os_name == 'nt", "a; os_name == 'nt')", "a; andos_name == 'nt'"}) {
+    CAPTURE(bad);
+    absl::Status status = iu::CheckRequirement(bad, "x");
+    CHECK_FALSE(status.ok());
+    CHECK(iu::ExitCodeOf(status) == iu::kExitConfig);
+    CHECK(std::string(status.message()).find("marker") != std::string::npos);
+  }
+  CHECK(iu::CheckRequirement("a; os.name == 'posix' and python_implementation == 'CPython'", "x").ok());  // legacy names pip takes
+  CHECK(iu::CheckRequirement("a; '3' <= python_version", "x").ok());
   CHECK(iu::RequirementName("Llama_CPP.Python[server]>=0.3") == "llama-cpp-python");
   CHECK(iu::RequirementName("!!") == "");
   CHECK(iu::CheckRequirement("numpy>=1; python_version>'3'", "x").ok());
