@@ -19,8 +19,7 @@ Results come from regrtest's `-v` output: the progress line of each module ("[ 3
 failed (2 failures)") and unittest's summary headers ("FAIL: test_y (test.test_x.Class.test_y)");
 not from `--junit-xml`, which in 3.11 loses failing subtests (the case gets no result element).
 
-Where the `test` package comes from: today from the base stdlib both sides share; the launcher will
-carry its own Python home without it. Both sides get a `.pth` file in their site-packages naming a
+Where the `test` package comes from: the launcher carries its own Python home, without it. Both sides get a `.pth` file in their site-packages naming a
 directory whose only entry is `test` (a symlink to Debian's). Not PYTHONPATH: CPython's
 script_helper starts most children with `-I` or `-E`, which ignore it (and the cwd), while every
 interpreter of a venv except `-S` ones reads the venv's `.pth` files. Where the stdlib has `test`,
@@ -37,6 +36,16 @@ import time
 from pathlib import Path
 
 import pytest
+
+# The only cases allowed to fail under the launcher alone, each for a reason the README states.
+# Keep this list short: everything else the launcher must do as python does.
+_PTH = ("a ._pth file beside a *copy* of the launcher is not read: the launcher pins its Python home "
+        "(config.home), and CPython's getpath skips the ._pth search when the home is set")
+KNOWN_DIFFERENCES = {
+    "test.test_site._pthFileTests.test_underpth_basic": _PTH,
+    "test.test_site._pthFileTests.test_underpth_file": _PTH,
+    "test.test_site._pthFileTests.test_underpth_nosite_file": _PTH,
+}
 
 from conftest import BASE_PYTHON, BIN, clean_env
 
@@ -208,6 +217,11 @@ def test_cpython_suite_fails_nothing_only_under_the_launcher(tmp_path):
     assert in_venv.ran == set(MODULES), (f"the plain venv did not run {sorted(set(MODULES) - in_venv.ran)}:\n"
                                          f"{in_venv.tail()}")
     only_launcher = {c: r for c, r in under_launcher.failed.items() if c not in in_venv.failed}
+    known = {c: r for c, r in only_launcher.items() if c in KNOWN_DIFFERENCES}
+    if known:
+        print("known, documented differences (README \"Behaving like python\"), not counted:\n"
+              + "\n".join(f"  {c}: {KNOWN_DIFFERENCES[c]}" for c in sorted(known)))
+    only_launcher = {c: r for c, r in only_launcher.items() if c not in KNOWN_DIFFERENCES}
     both = sorted(set(under_launcher.failed) & set(in_venv.failed))
     print(f"CPython suite: {elapsed:.0f} s; failing cases under the launcher: {len(under_launcher.failed)}, "
           f"in the plain venv: {len(in_venv.failed)}, in both: {len(both)}")

@@ -235,3 +235,41 @@ def test_every_elf_file_needs_only_glibc_or_the_tree(installed):
                     missing.append(f"{os.path.relpath(path, installed)} needs {lib} (RUNPATH {':'.join(runpath) or '-'})")
     assert elf_files > 30
     assert not missing, "\n".join(missing)
+
+
+def test_copied_app_runs_without_python(iu, env, tmp_path, fixture_index):
+    """An app carries the Python home: copied to a machine without Python it extracts the home once
+    (into <store>/homes/<id>, shared), unpacks its embedded bundle without building, and starts warm."""
+    app_dir = tmp_path / "appsrc"
+    (app_dir / "demo").mkdir(parents=True)
+    (app_dir / "demo" / "__init__.py").write_text("")
+    (app_dir / "demo" / "cli.py").write_text(
+        "import json, sqlite3, ssl, sys\n"
+        "def main():\n"
+        "    print(json.dumps({'argv': sys.argv, 'prefix': sys.prefix, 'base_prefix': sys.base_prefix,\n"
+        "                      'pure': 'iu_fixture_pure' in sys.modules}))\n")
+    spec = write_spec(tmp_path / "spec.toml", ["iu-fixture-pure"], preload=["iu_fixture_pure"], index=fixture_index)
+    bundle = tmp_path / "rt.tar.zst"
+    proc = subprocess.run([str(iu), "--spec", spec, "run", "-c", "pass"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([str(iu), "--spec", spec, "runtime", "pack", "-o", bundle], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "dist" / "demo"
+    out.parent.mkdir()
+    proc = subprocess.run([str(iu), "app", "build", app_dir, "-o", out, "--entry", "demo.cli:main", "--spec", spec,
+                           "--with-bundle", bundle], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    elsewhere = tmp_path / "Downloads"
+    elsewhere.mkdir()
+    shutil.copy2(out, elsewhere / "demo")
+    fresh = dict(env, INFERENCEUTILS_HOME=str(tmp_path / "user-store"), INFERENCEUTILS_APP_TERMINAL="1")
+    store = tmp_path / "user-store"
+    for attempt in ("first", "second"):
+        proc = without_python([elsewhere / "demo", "--inferenceutils-no-build", "x"], fresh)
+        assert proc.returncode == 0, (attempt, proc.stderr)
+        seen = json.loads(proc.stdout)
+        assert seen["argv"] == [str(elsewhere / "demo"), "x"] and seen["pure"] is True
+        assert seen["prefix"].startswith(str(store / "data"))
+        homes = sorted((store / "homes").iterdir())
+        assert len(homes) == 1 and (homes[0] / "home.json").is_file()
+        assert os.path.realpath(seen["base_prefix"]).startswith(str(store))

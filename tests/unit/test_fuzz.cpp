@@ -35,6 +35,7 @@
 #include "inferenceutils/paths.h"
 #include "inferenceutils/progress.h"
 #include "inferenceutils/python.h"
+#include "inferenceutils/python_home.h"
 #include "inferenceutils/spec.h"
 #include "inferenceutils/store.h"
 #include "link_guard.h"
@@ -334,7 +335,7 @@ std::string HostileBundle(std::mt19937_64& rng, const std::string& box_outside, 
       {"files", files},
       {"relocate", {{"text_files", clean || Pick(rng, 2) ? nlohmann::json{"pyvenv.cfg"} : nlohmann::json{"pyvenv.cfg", "l", "../evil"}}}},
       {"requires", {{"python", {{"abi", EmbeddedPythonAbi()}, {"version", EmbeddedPythonVersion()},
-                                {"executable", BasePythonExecutable()}}},
+                                {"home", CurrentHome().id}}},
                     {"backend", "cpu"}}},
   };
   std::string manifest_text = DumpJson(manifest);
