@@ -46,7 +46,7 @@ def test_cold_build_then_warm_start(tmp_path, env, spec):
     first, proc = probe(tmp_path, env, "--spec", spec, script_args=["a", "--spec", "b"])
     assert first["preloaded"] is True
     assert first["argv"][1:] == ["a", "--spec", "b"]
-    assert first["base_prefix"] == "/usr"
+    assert first["base_prefix"] == str(BIN.parent.parent / "lib" / "inferenceutils" / "python3.11")  # the launcher's home
     state = runtime_dirs(store)
     assert len(state["runtimes"]) == 1 and len(state["data"]) == 1 and len(state["logs"]) == 1
     key, data = next(iter(state["runtimes"].items()))
