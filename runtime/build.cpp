@@ -282,8 +282,8 @@ absl::Status PipFailure(const BuildRequest& request, const std::string& log_path
           used.push_back(row["value"].get<std::string>());
         }
       }
-      local = absl::StrCat(" (offline: only ", used.empty() ? "no local source" : absl::StrJoin(used, ", "),
-                           " asked)");
+      local = used.empty() ? " (offline, and no local index or find-links to ask)"
+                           : absl::StrCat(" (offline: only ", absl::StrJoin(used, ", "), " asked)");
     }
     return BuildFailure("installing requirements", absl::StrCat(what, local), request, log_path, pip.output);
   }
