@@ -7,7 +7,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "commands.h"
 #include "inferenceutils/json_text.h"
@@ -34,11 +36,51 @@ void Notes(std::string& out, const std::vector<std::string>& notes) {
 }
 
 // The bundles the runtime this invocation needs could come from, and which one would be used.
-nlohmann::json BundlesSection(const Invocation& invocation, const Facts& facts, const Decision& decision) {
-  absl::StatusOr<Selection> s = SelectFor(invocation, std::nullopt, facts, decision);
+nlohmann::json BundlesSection(const Invocation& invocation, const absl::StatusOr<Selection>& s) {
   if (!s.ok()) return {{"error", std::string(s.status().message())}};
   return BundlesJson(ProvisionOptionsFor(invocation.options).bundles,
                      BundleTarget{s->key, s->request.key_inputs, s->decision.backend}, s->facts);
+}
+
+// Where the packages of that runtime come from, each source with its origin (spec, option,
+// INFERENCEUTILS_*, PIP_*, pip.conf), and pip's connection settings (not part of the key).
+nlohmann::json SourcesSection(const absl::StatusOr<Selection>& s) {
+  if (!s.ok()) return {{"error", std::string(s.status().message())}};
+  nlohmann::json connection = nlohmann::json::array();
+  for (const auto& [name, value] : s->request.pip_env) {
+    std::string option = absl::AsciiStrToLower(absl::StrReplaceAll(name.substr(4), {{"_", "-"}}));
+    auto it = s->request.pip_env_origins.find(option);
+    connection.push_back({{"variable", name}, {"value", value},
+                          {"origin", it == s->request.pip_env_origins.end() ? "" : it->second}});
+  }
+  nlohmann::json prebuilt = nlohmann::json::array();
+  for (const auto& index : s->request.wheel_indexes) {
+    prebuilt.push_back({{"value", index}, {"used", !s->request.offline || IsLocalSource(index)}});
+  }
+  return {{"runtime_key", s->key}, {"offline", s->spec.sources.offline}, {"sources", s->request.sources},
+          {"prebuilt_indexes", prebuilt}, {"connection", connection}};
+}
+
+void HumanSources(std::string& out, const nlohmann::json& j) {
+  out += "\nSources\n";
+  if (j.contains("error")) {
+    Line(out, "error", j["error"].get<std::string>());
+    return;
+  }
+  for (const auto& row : j["sources"]) {
+    std::string text = absl::StrCat(row["value"].get<std::string>(), "  (", row["origin"].get<std::string>(), ")");
+    if (!row["used"].get<bool>()) absl::StrAppend(&text, "  not used: ", row.value("why_not", ""));
+    Line(out, row["kind"].get<std::string>(), text);
+  }
+  for (size_t i = 0; i < j["prebuilt_indexes"].size(); ++i) {
+    const auto& row = j["prebuilt_indexes"][i];
+    Line(out, i == 0 ? "prebuilt" : "",
+         absl::StrCat(row["value"].get<std::string>(), row["used"].get<bool>() ? "" : "  not used: offline"));
+  }
+  for (const auto& row : j["connection"]) {
+    Line(out, "connection", absl::StrCat(row["variable"].get<std::string>(), "=", row["value"].get<std::string>(),
+                                         "  (", row["origin"].get<std::string>(), ", given to pip, not in the key)"));
+  }
 }
 
 void HumanBundles(std::string& out, const nlohmann::json& b) {
@@ -174,13 +216,17 @@ absl::StatusOr<int> CmdInfo(const Invocation& invocation) {
   absl::StatusOr<Decision> decision = Decide(facts, backend, AssetsDir() + "/backends.toml");
   if (!decision.ok()) return decision.status();
 
-  nlohmann::json bundles = BundlesSection(invocation, facts, *decision);
+  absl::StatusOr<Selection> selection = SelectFor(invocation, std::nullopt, facts, *decision);
+  nlohmann::json bundles = BundlesSection(invocation, selection);
+  nlohmann::json sources = SourcesSection(selection);
   if (json) {
     nlohmann::json doc = InfoJson(facts, *decision, store);
     doc["bundles"] = bundles;
+    doc["sources"] = sources;
     std::fputs((DumpJson(doc, 2) + "\n").c_str(), stdout);
   } else {
     std::string out = Human(facts, *decision, store);
+    HumanSources(out, sources);
     HumanBundles(out, bundles);
     std::fputs(out.c_str(), stdout);
   }

@@ -7,6 +7,7 @@
 #include "inferenceutils/env_values.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
+#include "inferenceutils/pip_config.h"
 #include "inferenceutils/python.h"
 #include "inferenceutils/python_home.h"
 
@@ -79,7 +80,11 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
       }
     }
   }
-  absl::StatusOr<RuntimeSpec> spec = ResolveSpec(AssetsDir(), overrides, metadata.present ? &metadata : nullptr);
+  // The machine's pip set-up: where packages come from (defaults below the spec, keyed) and
+  // how to connect (given to pip, not keyed).
+  PipConfig pip = PipConfigFromEnv();
+  absl::StatusOr<RuntimeSpec> spec =
+      ResolveSpec(AssetsDir(), overrides, metadata.present ? &metadata : nullptr, &pip);
   if (!spec.ok()) return spec.status();
   s.spec = *std::move(spec);
 
@@ -97,7 +102,11 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
   r.index_url = s.spec.sources.index_url;
   r.extra_index_urls = s.spec.sources.extra_index_urls;
   r.find_links = s.spec.sources.find_links;
+  r.trusted_hosts = s.spec.sources.trusted_hosts;
   r.offline = s.spec.sources.offline;
+  r.sources = s.spec.sources.Described();
+  r.pip_env = pip.ConnectionEnv();
+  for (const auto& [name, setting] : pip.connection) r.pip_env_origins[name] = setting.origin;
   if (!s.spec.backend_package.empty()) {
     r.build_env = s.decision.build_env;
     r.wheel_indexes = s.decision.wheel_indexes;

@@ -6,12 +6,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
@@ -25,6 +27,8 @@
 #include "inferenceutils/python.h"
 #include "inferenceutils/python_home.h"
 #include "inferenceutils/runtime_libraries.h"
+#include "inferenceutils/spec.h"
+#include "index_probe.h"
 
 namespace iu {
 namespace {
@@ -125,13 +129,47 @@ std::string FlagsText(const std::map<std::string, std::string>& env) {
   return parts.empty() ? "(no build flags)" : absl::StrJoin(parts, " ");
 }
 
-// A local index or link (a path or file:// URL): usable offline.
-bool IsLocal(absl::string_view url) { return absl::StartsWith(url, "file:") || absl::StartsWith(url, "/") || !absl::StrContains(url, "://"); }
+// An index given as a path becomes the file:// URL pip reads.
+std::string IndexUrl(const std::string& url) {
+  return absl::StartsWith(url, "/") ? absl::StrCat("file://", url) : url;
+}
 
 struct PipRun {
-  std::vector<std::string> extra_args;  // --only-binary / --no-binary, extra index
-  std::string what;                     // for messages
+  std::vector<std::string> extra_indexes;  // asked besides the request's (prebuilt wheel indexes)
+  std::vector<std::string> extra_args;     // --only-binary / --no-binary
+  std::string report;                      // --report FILE ("" = none)
 };
+
+// The indexes and links of one pip run. Online: the request's as given (no index_url = PyPI).
+// Offline: only local ones; pip reads an index only without --no-index, so the first local
+// index becomes --index-url (PyPI is then never asked) and --no-index is given only when there
+// is no local index at all.
+std::vector<std::string> SourceArgs(const BuildRequest& request, const std::vector<std::string>& more_indexes) {
+  std::vector<std::string> args;
+  std::vector<std::string> indexes;
+  if (!request.index_url.empty()) indexes.push_back(request.index_url);
+  indexes.insert(indexes.end(), request.extra_index_urls.begin(), request.extra_index_urls.end());
+  indexes.insert(indexes.end(), more_indexes.begin(), more_indexes.end());
+  if (!request.offline) {
+    if (!request.index_url.empty()) args.insert(args.end(), {"--index-url", IndexUrl(request.index_url)});
+    for (size_t i = request.index_url.empty() ? 0 : 1; i < indexes.size(); ++i) {
+      args.insert(args.end(), {"--extra-index-url", IndexUrl(indexes[i])});
+    }
+  } else {
+    bool first = true;
+    for (const auto& url : indexes) {
+      if (!IsLocalSource(url)) continue;
+      args.insert(args.end(), {first ? "--index-url" : "--extra-index-url", IndexUrl(url)});
+      first = false;
+    }
+    if (first) args.push_back("--no-index");  // no local index: find-links only
+  }
+  for (const auto& link : request.find_links) {
+    if (!request.offline || IsLocalSource(link)) args.insert(args.end(), {"--find-links", link});
+  }
+  for (const auto& host : request.trusted_hosts) args.insert(args.end(), {"--trusted-host", host});
+  return args;
+}
 
 absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::string& prefix,
                                      const std::string& pip_wheel, const std::string& cache_dir,
@@ -139,32 +177,29 @@ absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::str
   std::vector<std::string> argv = {prefix + "/bin/" + PythonDirName(), pip_wheel + "/pip", "install",
                                    "-v", "--disable-pip-version-check", "--no-input",
                                    "--cache-dir", cache_dir};
-  // Offline: nothing over the network; indexes and links on the local disk (file://) still count.
-  auto usable = [&](const std::string& url) { return !request.offline || IsLocal(url); };
-  if (!request.index_url.empty() && usable(request.index_url)) {
-    argv.insert(argv.end(), {"--index-url", request.index_url});
-  } else if (request.offline) {
-    argv.push_back("--no-index");  // pip's default index is PyPI
-  }
-  for (const auto& url : request.extra_index_urls) {
-    if (usable(url)) argv.insert(argv.end(), {"--extra-index-url", url});
-  }
-  for (const auto& link : request.find_links) {
-    if (usable(link)) argv.insert(argv.end(), {"--find-links", link});
-  }
+  std::vector<std::string> sources = SourceArgs(request, run.extra_indexes);
+  argv.insert(argv.end(), sources.begin(), sources.end());
+  if (!run.report.empty()) argv.insert(argv.end(), {"--report", run.report});
   argv.insert(argv.end(), run.extra_args.begin(), run.extra_args.end());
   argv.insert(argv.end(), request.requirements.begin(), request.requirements.end());
   argv.push_back(pip_wheel);  // pip itself, so `python -m pip` works inside the runtime
 
-  std::string header = absl::StrCat("\n$ ", FlagsText(request.build_env), " ", absl::StrJoin(argv, " "), "\n");
+  std::vector<std::string> connection;
+  for (const auto& [name, value] : request.pip_env) connection.push_back(absl::StrCat(name, "=", value));
+  std::string header = absl::StrCat("\n$ ", FlagsText(request.build_env), " ", absl::StrJoin(connection, " "),
+                                    connection.empty() ? "" : " ", absl::StrJoin(argv, " "), "\n");
   ssize_t ignored = write(log_fd, header.data(), header.size());
   (void)ignored;
 
   ProcessSpec spec;
   spec.argv = argv;
   spec.unset_prefixes = {"PYTHON", "PIP_", "VIRTUAL_ENV"};
-  spec.set_env = request.build_env;
-  spec.set_env["PIP_CONFIG_FILE"] = "/dev/null";  // the spec, not pip.conf, says where packages come from
+  // How to connect (PIP_CERT, PIP_PROXY, PIP_TIMEOUT, PIP_RETRIES, PIP_CLIENT_CERT, from the
+  // PIP_* variables and pip.conf) goes to pip; where packages come from is in the arguments.
+  // The *_proxy variables are inherited.
+  spec.set_env = request.pip_env;
+  for (const auto& [name, value] : request.build_env) spec.set_env[name] = value;
+  spec.set_env["PIP_CONFIG_FILE"] = "/dev/null";  // pip.conf is read by the launcher (pip_config.cpp)
   spec.set_env["PYTHONNOUSERSITE"] = "1";
   spec.set_env["PYTHONUNBUFFERED"] = "1";  // pip's lines as they happen, for the live progress line
   spec.log_fd = log_fd;
@@ -173,6 +208,97 @@ absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::str
     if (IsPipHeadline(line)) progress.Detail(line);
   };
   return RunProcess(spec);
+}
+
+ProbeOptions ProbeOptionsFor(const BuildRequest& request) {
+  ProbeOptions options;
+  auto get = [&](const char* name) {
+    auto it = request.pip_env.find(name);
+    return it == request.pip_env.end() ? std::string() : it->second;
+  };
+  options.cert = get("PIP_CERT");
+  options.client_cert = get("PIP_CLIENT_CERT");
+  options.proxy = get("PIP_PROXY");
+  options.trusted_hosts = request.trusted_hosts;
+  double timeout = 0;
+  if (absl::SimpleAtod(get("PIP_TIMEOUT"), &timeout) && timeout > 0) {
+    options.timeout_s = std::max(1L, std::min(options.timeout_s, static_cast<long>(timeout + 0.5)));
+  }
+  return options;
+}
+
+// "https://pypi.org/simple (pip's default (PyPI))": a source and where it came from.
+std::string Described(const BuildRequest& request, const std::string& url) {
+  for (const auto& row : request.sources) {
+    if (row.value("value", "") == url && !row.value("origin", "").empty()) {
+      return absl::StrCat(url, " (", row["origin"].get<std::string>(), ")");
+    }
+  }
+  return url;
+}
+
+// The network sources the last pip run used, for the diagnosis of a failure.
+std::vector<ProbeTarget> NetworkSources(const BuildRequest& request, const std::vector<std::string>& more_indexes) {
+  std::vector<ProbeTarget> targets;
+  if (request.offline) return targets;
+  targets.push_back({request.index_url.empty() ? "https://pypi.org/simple" : request.index_url, true});
+  for (const auto& url : request.extra_index_urls) targets.push_back({url, true});
+  for (const auto& url : more_indexes) targets.push_back({url, true});
+  for (const auto& link : request.find_links) targets.push_back({link, false});
+  std::vector<ProbeTarget> network;
+  for (auto& target : targets) {
+    if (!IsLocalSource(target.url)) network.push_back(std::move(target));
+  }
+  return network;
+}
+
+absl::Status BuildFailure(absl::string_view step, absl::string_view reason, const BuildRequest& request,
+                          const std::string& log_path, absl::string_view output);
+
+// The failure of the last pip run, the cause first: an index that could not be reached (which,
+// why, and the ways out), else what pip could not install. pip's own lines stay in the log.
+absl::Status PipFailure(const BuildRequest& request, const std::string& log_path, const ProcessResult& pip,
+                        const std::vector<std::string>& more_indexes, Progress& progress) {
+  std::string failing = FailingRequirement(pip.output);
+  std::string what = failing.empty() ? absl::StrCat("pip exited with ", pip.exit_code)
+                                     : absl::StrCat("pip could not install '", failing, "'");
+  std::vector<ProbeTarget> network = NetworkSources(request, more_indexes);
+  PipNetworkError pip_error = PipNetworkErrorIn(pip.output);
+  std::vector<std::string> unreachable;
+  if (!network.empty() && (!pip_error.kind.empty() || !failing.empty())) {
+    progress.Detail("checking which package indexes answer");
+    for (const ProbeResult& r : ProbeSources(network, failing.empty() ? "pip" : RequirementName(failing),
+                                             ProbeOptionsFor(request))) {
+      if (!r.reachable()) unreachable.push_back(absl::StrCat(Described(request, r.url), ": ", r.why));
+    }
+  }
+  if (unreachable.empty() && pip_error.kind.empty()) {
+    std::string local;
+    if (request.offline) {
+      std::vector<std::string> used;
+      for (const auto& row : request.sources) {
+        if (row.value("used", false) && row.value("kind", "") != "offline" && row.value("kind", "") != "trusted host") {
+          used.push_back(row["value"].get<std::string>());
+        }
+      }
+      local = used.empty() ? " (offline, and no local index or find-links to ask)"
+                           : absl::StrCat(" (offline: only ", absl::StrJoin(used, ", "), " asked)");
+    }
+    return BuildFailure("installing requirements", absl::StrCat(what, local), request, log_path, pip.output);
+  }
+  std::string cause = unreachable.empty()
+                          ? absl::StrCat("pip could not reach a package index: ", pip_error.why)
+                          : absl::StrCat(unreachable.size() == 1 ? "cannot reach the package index "
+                                                                 : "cannot reach the package indexes ",
+                                         absl::StrJoin(unreachable, "; "));
+  return WithExit(
+      absl::UnavailableError(absl::StrCat(
+          "building runtime ", request.key, " failed: ", cause, "; so ", what,
+          ".\nways out: --index-url URL or --find-links DIR|URL to a mirror or a local copy; --bundle FILE|URL "
+          "(a prebuilt runtime); --offline with local sources (--find-links DIR, a file:// index); "
+          "HTTPS_PROXY=http://HOST:PORT when the network needs a proxy (PIP_CERT or pip.conf's cert for its CA)"
+          "\npip's output: ", log_path, "\nflags: ", FlagsText(request.build_env))),
+      kExitProvision);
 }
 
 constexpr char kVerifyScript[] = R"PY(
@@ -209,6 +335,125 @@ absl::Status Interrupted(const BuildRequest& request, const std::string& log_pat
                                                     "; nothing of it was kept, start again to build it (log: ",
                                                     log_path, ")")),
                   kExitInterrupted);
+}
+
+// One line (terminal, -v) naming the sources a build uses and where each came from.
+void ReportSources(const BuildRequest& request, Progress& progress) {
+  std::vector<std::string> parts;
+  for (const auto& row : request.sources) {
+    std::string text = absl::StrCat(row.value("kind", ""), " ", row.value("value", ""), " (", row.value("origin", ""), ")");
+    if (!row.value("used", true)) absl::StrAppend(&text, " not used: ", row.value("why_not", ""));
+    parts.push_back(std::move(text));
+  }
+  for (const auto& [name, value] : request.pip_env) {
+    auto it = request.pip_env_origins.find(absl::AsciiStrToLower(absl::StrReplaceAll(name.substr(4), {{"_", "-"}})));
+    parts.push_back(absl::StrCat(name, "=", value, it == request.pip_env_origins.end() ? "" : absl::StrCat(" (", it->second, ")")));
+  }
+  if (!parts.empty()) progress.Note(absl::StrCat("package sources: ", absl::StrJoin(parts, "; ")));
+}
+
+// The backend package's prebuilt wheel: every matching index asked once, in parallel, with a
+// short timeout; the ones that answer with wheels of the package go into one pip resolution.
+// One line per index tried. True when installed.
+absl::StatusOr<bool> InstallPrebuilt(const BuildRequest& request, const std::string& prefix,
+                                     const std::string& pip_wheel, const std::string& cache_dir, int log_fd,
+                                     Progress& progress, Manifest* manifest) {
+  const std::string& package = request.backend_package;
+  std::vector<ProbeTarget> targets;
+  for (const auto& index : request.wheel_indexes) {
+    if (request.offline && !IsLocalSource(index)) {
+      progress.Note(absl::StrCat("prebuilt index ", index, ": not asked (offline)"));
+      continue;
+    }
+    targets.push_back({index, true});
+  }
+  if (targets.empty()) return false;
+  progress.Detail(absl::StrCat("asking ", targets.size(), " prebuilt index", targets.size() == 1 ? "" : "es",
+                               " for ", package));
+  std::vector<ProbeResult> probed = ProbeSources(targets, package, ProbeOptionsFor(request));
+  std::vector<const ProbeResult*> answered;
+  std::string log_text = "\n# prebuilt wheel indexes asked for " + package + ":\n";
+  for (const ProbeResult& r : probed) {
+    size_t wheels = std::count_if(r.files.begin(), r.files.end(), [](const std::string& f) { return absl::EndsWith(f, ".whl"); });
+    absl::StrAppend(&log_text, "#   ", r.url, ": ", r.kind, r.why.empty() ? "" : absl::StrCat(" (", r.why, ")"), ", ", wheels, " wheel(s)\n");
+    if (!r.reachable()) {
+      progress.Note(absl::StrCat("prebuilt index ", r.url, ": unreachable: ", r.why));
+    } else if (wheels == 0) {
+      progress.Note(absl::StrCat("prebuilt index ", r.url, ": no ", package, " wheel",
+                                 r.kind == "missing" ? absl::StrCat(" (", r.why, ")") : ""));
+    } else {
+      answered.push_back(&r);
+    }
+  }
+  ssize_t ignored = write(log_fd, log_text.data(), log_text.size());
+  (void)ignored;
+  if (answered.empty()) return false;
+
+  PipRun run;
+  for (const ProbeResult* r : answered) run.extra_indexes.push_back(r->url);
+  run.extra_args = {"--only-binary", package};
+  run.report = manifest->log + ".report.json";
+  absl::StatusOr<ProcessResult> pip = RunPip(request, prefix, pip_wheel, cache_dir, run, log_fd, progress);
+  if (!pip.ok()) return pip.status();
+  if (pip->interrupted) return Interrupted(request, manifest->log);
+  // Which wheel pip took, from its installation report: the first index listing it answered.
+  std::string chosen_file, chosen_version;
+  if (absl::StatusOr<std::string> report = ReadFile(run.report); report.ok()) {
+    nlohmann::json json = nlohmann::json::parse(*report, nullptr, false);
+    if (json.is_object() && json["install"].is_array()) {
+      for (const auto& item : json["install"]) {
+        std::string name = item.value("metadata", nlohmann::json::object()).value("name", "");
+        if (NormalizeName(name) != NormalizeName(package)) continue;
+        std::string url = item.value("download_info", nlohmann::json::object()).value("url", "");
+        chosen_file = url.substr(url.rfind('/') + 1);
+        chosen_version = item["metadata"].value("version", "");
+      }
+    }
+  }
+  unlink(run.report.c_str());
+  std::vector<std::string> versions;
+  auto versions_of = [&](const ProbeResult& r) {
+    std::vector<std::string> out;
+    for (const auto& f : r.files) {
+      std::string v = DistributionVersion(f);
+      if (absl::EndsWith(f, ".whl") && std::find(out.begin(), out.end(), v) == out.end()) out.push_back(v);
+    }
+    return absl::StrJoin(out, ", ");
+  };
+  if (pip->exit_code == 0) {
+    const ProbeResult* source = nullptr;
+    for (const ProbeResult* r : answered) {
+      if (!source && std::find(r->files.begin(), r->files.end(), chosen_file) != r->files.end()) source = r;
+    }
+    for (const ProbeResult* r : answered) {
+      if (r == source || (!source && r == answered.front())) {
+        progress.Note(absl::StrCat("prebuilt index ", r->url, ": ", package, " ",
+                                   chosen_version.empty() ? versions_of(*r) : chosen_version,
+                                   source ? "" : " (pip's report does not say which index; the first asked)",
+                                   ": using it"));
+      } else {
+        progress.Note(absl::StrCat("prebuilt index ", r->url, ": answered (", package, " ", versions_of(*r), "), not chosen"));
+      }
+    }
+    manifest->build_env["prebuilt_index"] = source ? source->url : answered.front()->url;
+    return true;
+  }
+  std::string failing = FailingRequirement(pip->output);
+  std::vector<std::string> wanted;
+  for (const auto& requirement : request.requirements) {
+    if (RequirementName(requirement) == NormalizeName(package)) wanted.push_back(requirement);
+  }
+  for (const ProbeResult* r : answered) {
+    if (!failing.empty() && RequirementName(failing) != NormalizeName(package)) {
+      progress.Note(absl::StrCat("prebuilt index ", r->url, ": has ", package, " ", versions_of(*r),
+                                 ", but pip could not install '", failing, "' with it"));
+    } else {
+      progress.Note(absl::StrCat("prebuilt index ", r->url, ": has ", package, " wheels (", versions_of(*r),
+                                 "), none for '", absl::StrJoin(wanted, "', '"), "' on Python ",
+                                 request.facts.python.abi_tag, " / ", request.facts.python.platform_tag));
+    }
+  }
+  return false;
 }
 
 }  // namespace
@@ -289,45 +534,24 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
     absl::StrReplaceAll({{"_", "-"}, {".", "-"}}, &lower);
     if (!request.backend_package.empty() && absl::StartsWith(lower, request.backend_package)) has_backend_package = true;
   }
+  ReportSources(request, progress);
   absl::StatusOr<ProcessResult> pip;
   bool installed = false;
   if (has_backend_package && !request.wheel_indexes.empty()) {
-    for (const auto& index : request.wheel_indexes) {
-      if (request.offline && !IsLocal(index)) {
-        progress.Note(absl::StrCat("offline: not asking the prebuilt index ", index));
-        continue;
-      }
-      progress.Detail(absl::StrCat("looking for a prebuilt ", request.backend_package, " in ", index));
-      pip = RunPip(request, prefix, *pip_wheel, cache_dir,
-                   {{"--extra-index-url", index, "--only-binary", request.backend_package}, "prebuilt"},
-                   log_fd, progress);
-      if (!pip.ok()) return pip.status();
-      if (pip->interrupted) return Interrupted(request, manifest.log);
-      if (pip->exit_code == 0) {
-        installed = true;
-        manifest.build_env["prebuilt_index"] = index;
-        break;
-      }
-      progress.Note(absl::StrCat("the prebuilt index ", index, " has no usable wheel for ",
-                                 FailingRequirement(pip->output).empty() ? request.backend_package
-                                                                          : FailingRequirement(pip->output),
-                                 " (Python ", manifest.python_abi, "); building from source with ",
-                                 FlagsText(request.build_env)));
-    }
+    absl::StatusOr<bool> prebuilt = InstallPrebuilt(request, prefix, *pip_wheel, cache_dir, log_fd, progress, &manifest);
+    if (!prebuilt.ok()) return prebuilt.status();
+    installed = *prebuilt;
   }
   if (!installed) {
-    PipRun source_build{{}, "source"};
-    if (has_backend_package) source_build.extra_args = {"--no-binary", request.backend_package};
+    PipRun source_build;
+    if (has_backend_package) {
+      source_build.extra_args = {"--no-binary", request.backend_package};
+      progress.Note(absl::StrCat("building ", request.backend_package, " from source with ", FlagsText(request.build_env)));
+    }
     pip = RunPip(request, prefix, *pip_wheel, cache_dir, source_build, log_fd, progress);
     if (!pip.ok()) return pip.status();
     if (pip->interrupted) return Interrupted(request, manifest.log);
-    if (pip->exit_code != 0) {
-      std::string failing = FailingRequirement(pip->output);
-      return BuildFailure("installing requirements",
-                          failing.empty() ? absl::StrCat("pip exited with ", pip->exit_code)
-                                          : absl::StrCat("pip could not install '", failing, "'"),
-                          request, manifest.log, pip->output);
-    }
+    if (pip->exit_code != 0) return PipFailure(request, manifest.log, *pip, {}, progress);
   }
   manifest.timings["pip"] = SecondsSince(start);
 

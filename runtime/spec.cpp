@@ -21,6 +21,7 @@
 #include "absl/strings/strip.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
+#include "inferenceutils/pip_config.h"
 
 namespace iu {
 namespace {
@@ -169,11 +170,13 @@ absl::Status ParseSources(const Reader& reader, const toml::table& table, Source
           link = absl::StrCat(base_dir, "/", link);
         }
       }
+    } else if (key == "trusted_hosts") {
+      status = reader.StringList(node, "sources.trusted_hosts", &sources->trusted_hosts);
     } else if (key == "offline") {
       status = reader.Bool(node, "sources.offline", &sources->offline);
     } else {
       return reader.UnknownKey(node, absl::StrCat("sources.", key),
-                               "index_url, extra_index_urls, find_links, offline");
+                               "index_url, extra_index_urls, find_links, trusted_hosts, offline");
     }
     if (!status.ok()) return status;
   }
@@ -441,10 +444,51 @@ std::vector<std::string> SplitWhitespace(const char* value) {
 // --- JSON forms ---------------------------------------------------------------------------------
 
 nlohmann::json Sources::ToJson() const {
-  return {{"index_url", index_url},
-          {"extra_index_urls", extra_index_urls},
-          {"find_links", find_links},
-          {"offline", offline}};
+  nlohmann::json json = {{"index_url", index_url},
+                         {"extra_index_urls", extra_index_urls},
+                         {"find_links", find_links},
+                         {"offline", offline}};
+  // Only when set, so that the keys of runtimes made before trusted hosts counted stay the same.
+  if (!trusted_hosts.empty()) json["trusted_hosts"] = trusted_hosts;
+  return json;
+}
+
+std::string Sources::OriginKey(absl::string_view field, absl::string_view value) {
+  return absl::StrCat(field, "\n", value);
+}
+
+std::string Sources::OriginOf(absl::string_view field, absl::string_view value) const {
+  auto it = origins.find(OriginKey(field, value));
+  return it == origins.end() ? "" : it->second;
+}
+
+nlohmann::json Sources::Described() const {
+  nlohmann::json rows = nlohmann::json::array();
+  auto add = [&](const char* kind, const char* field, const std::string& value) {
+    bool used = !offline || IsLocalSource(value);
+    nlohmann::json row = {{"kind", kind}, {"value", value}, {"origin", OriginOf(field, value)}, {"used", used}};
+    if (!used) row["why_not"] = "offline: not a local source";
+    rows.push_back(std::move(row));
+  };
+  if (index_url.empty()) {
+    nlohmann::json row = {{"kind", "index"}, {"value", "https://pypi.org/simple"},
+                          {"origin", "pip's default (PyPI)"}, {"used", !offline}};
+    if (offline) row["why_not"] = "offline: not a local source";
+    rows.push_back(std::move(row));
+  } else {
+    add("index", "index_url", index_url);
+  }
+  for (const auto& url : extra_index_urls) add("extra index", "extra_index_urls", url);
+  for (const auto& link : find_links) add("find-links", "find_links", link);
+  for (const auto& host : trusted_hosts) {
+    rows.push_back({{"kind", "trusted host"}, {"value", host}, {"origin", OriginOf("trusted_hosts", host)}, {"used", true}});
+  }
+  if (offline) rows.push_back({{"kind", "offline"}, {"value", "on"}, {"origin", OriginOf("offline", "on")}, {"used", true}});
+  return rows;
+}
+
+bool IsLocalSource(absl::string_view url) {
+  return absl::StartsWith(url, "file:") || !absl::StrContains(url, "://");
 }
 
 nlohmann::json BackendSettings::ToJson() const {
@@ -575,6 +619,10 @@ SpecOverrides SpecOverridesFromLookup(const std::map<std::string, std::string>& 
     std::string value = absl::AsciiStrToLower(absl::StripAsciiWhitespace(v));
     o.offline = !(value.empty() || value == "0" || value == "false" || value == "no" || value == "off");
   }
+  o.origins = {{"index_url", "INFERENCEUTILS_INDEX_URL"},
+               {"extra_index_urls", "INFERENCEUTILS_EXTRA_INDEX_URL"},
+               {"find_links", "INFERENCEUTILS_FIND_LINKS"},
+               {"offline", "INFERENCEUTILS_OFFLINE"}};
   return o;
 }
 
@@ -596,11 +644,19 @@ SpecOverrides MergeOverrides(const SpecOverrides& command_line, const SpecOverri
   o.extra_index_urls = command_line.extra_index_urls.empty() ? env.extra_index_urls : command_line.extra_index_urls;
   o.find_links = command_line.find_links.empty() ? env.find_links : command_line.find_links;
   o.offline = command_line.offline || env.offline;
+  auto origin = [&](const char* field, bool from_command_line, const char* option) {
+    auto it = env.origins.find(field);
+    o.origins[field] = from_command_line ? option : it == env.origins.end() ? option : it->second;
+  };
+  origin("index_url", !command_line.index_url.empty(), "--index-url");
+  origin("extra_index_urls", !command_line.extra_index_urls.empty(), "--extra-index-url");
+  origin("find_links", !command_line.find_links.empty(), "--find-links");
+  origin("offline", command_line.offline, "--offline");
   return o;
 }
 
 absl::StatusOr<RuntimeSpec> ResolveSpec(const std::string& assets_dir, const SpecOverrides& overrides,
-                                        const ScriptMetadata* script) {
+                                        const ScriptMetadata* script, const PipConfig* pip) {
   absl::StatusOr<RuntimeSpec> loaded;
   if (!overrides.spec_file.empty()) {
     loaded = LoadSpecFile(overrides.spec_file);
@@ -629,8 +685,44 @@ absl::StatusOr<RuntimeSpec> ResolveSpec(const std::string& assets_dir, const Spe
     AppendRequirements(&spec.requirements, script->dependencies);
   }
 
-  if (!overrides.index_url.empty()) spec.sources.index_url = overrides.index_url;
+  // Sources, lowest first: the machine's pip set-up, the spec, INFERENCEUTILS_*, the command line.
+  Sources& sources = spec.sources;
+  std::string spec_origin = absl::StrCat("spec ", spec.origin);
+  auto note = [&](const char* field, const std::string& value, const std::string& origin) {
+    sources.origins.emplace(Sources::OriginKey(field, value), origin);  // the first origin stays
+  };
+  if (!sources.index_url.empty()) note("index_url", sources.index_url, spec_origin);
+  for (const auto& url : sources.extra_index_urls) note("extra_index_urls", url, spec_origin);
+  for (const auto& link : sources.find_links) note("find_links", link, spec_origin);
+  for (const auto& host : sources.trusted_hosts) note("trusted_hosts", host, spec_origin);
+  if (sources.offline) note("offline", "on", spec_origin);
+  if (pip) {
+    if (sources.index_url.empty() && !pip->index_url.value.empty()) {
+      sources.index_url = pip->index_url.value;
+      note("index_url", sources.index_url, pip->index_url.origin);
+    }
+    auto fill = [&](const char* field, std::vector<std::string>* list, const std::vector<PipSetting>& from) {
+      if (!list->empty()) return;
+      for (const auto& setting : from) {
+        if (std::find(list->begin(), list->end(), setting.value) != list->end()) continue;
+        list->push_back(setting.value);
+        note(field, setting.value, setting.origin);
+      }
+    };
+    fill("extra_index_urls", &sources.extra_index_urls, pip->extra_index_urls);
+    fill("find_links", &sources.find_links, pip->find_links);
+    fill("trusted_hosts", &sources.trusted_hosts, pip->trusted_hosts);
+  }
+  auto origin_of = [&](const char* field, const char* fallback) {
+    auto it = overrides.origins.find(field);
+    return it == overrides.origins.end() ? std::string(fallback) : it->second;
+  };
+  if (!overrides.index_url.empty()) {
+    spec.sources.index_url = overrides.index_url;
+    sources.origins[Sources::OriginKey("index_url", overrides.index_url)] = origin_of("index_url", "--index-url");
+  }
   AppendUnique(&spec.sources.extra_index_urls, overrides.extra_index_urls);
+  for (const auto& url : overrides.extra_index_urls) note("extra_index_urls", url, origin_of("extra_index_urls", "--extra-index-url"));
   std::vector<std::string> find_links = overrides.find_links;
   for (auto& link : find_links) {
     if (!IsUrl(link) && !absl::StartsWith(link, "/")) {
@@ -641,6 +733,8 @@ absl::StatusOr<RuntimeSpec> ResolveSpec(const std::string& assets_dir, const Spe
     }
   }
   AppendUnique(&spec.sources.find_links, find_links);
+  for (const auto& link : find_links) note("find_links", link, origin_of("find_links", "--find-links"));
+  if (overrides.offline && !spec.sources.offline) note("offline", "on", origin_of("offline", "--offline"));
   spec.sources.offline = spec.sources.offline || overrides.offline;
   return spec;
 }

@@ -25,7 +25,11 @@ struct BuildRequest {
   std::string index_url;                      // "" = pip's default (PyPI)
   std::vector<std::string> extra_index_urls;
   std::vector<std::string> find_links;
-  bool offline = false;                       // pip --no-index: only find_links
+  std::vector<std::string> trusted_hosts;     // pip --trusted-host
+  bool offline = false;                       // only local (file://, path) indexes and links
+  nlohmann::json sources;                     // Sources::Described(): each source and its origin
+  std::map<std::string, std::string> pip_env; // connection-only pip settings (PIP_CERT, ...), not keyed
+  std::map<std::string, std::string> pip_env_origins;  // pip option -> where it was set
   std::map<std::string, std::string> build_env;  // CMAKE_ARGS etc. for pip and its builds
   std::vector<std::string> wheel_indexes;     // prebuilt indexes for backend_package, best first
   std::string backend;

@@ -16,15 +16,31 @@
 
 namespace iu {
 
-// Where packages come from (pip's --index-url, --extra-index-url, --find-links, --no-index).
+struct PipConfig;
+
+// Where packages come from (pip's --index-url, --extra-index-url, --find-links, --trusted-host).
 struct Sources {
   std::string index_url;  // "" = pip's default (PyPI)
   std::vector<std::string> extra_index_urls;
-  std::vector<std::string> find_links;  // URLs or absolute paths
-  bool offline = false;                 // no network at all: pip --no-index, find_links only
+  std::vector<std::string> find_links;     // URLs or absolute paths
+  std::vector<std::string> trusted_hosts;  // pip's --trusted-host (in the key only when set)
+  bool offline = false;  // no network at all: only local (file://, path) indexes and links
 
-  nlohmann::json ToJson() const;
+  // Where each value came from, for `info` and `-v` (not part of the key): keyed by
+  // OriginKey(field, value); field is "index_url", "extra_index_urls", "find_links",
+  // "trusted_hosts" or "offline".
+  std::map<std::string, std::string> origins;
+  static std::string OriginKey(absl::string_view field, absl::string_view value);
+  std::string OriginOf(absl::string_view field, absl::string_view value) const;
+
+  nlohmann::json ToJson() const;  // what goes into the key
+  // Every source with its origin and whether it is used ({"kind", "value", "origin", "used"}),
+  // PyPI included when it is the default index.
+  nlohmann::json Described() const;
 };
+
+// A local index or link (a path or a file:// URL): still used offline.
+bool IsLocalSource(absl::string_view url);
 
 // A spec's settings for one backend, applied on top of the backend decision's own recipe.
 struct BackendSettings {
@@ -89,6 +105,9 @@ struct SpecOverrides {
   std::string index_url;
   std::vector<std::string> extra_index_urls, find_links;
   bool offline = false;
+  // Which option or variable gave each field ("--index-url", "INFERENCEUTILS_INDEX_URL"), keyed
+  // by the Sources field name; set by SpecOverridesFromLookup and MergeOverrides.
+  std::map<std::string, std::string> origins;
 };
 
 // INFERENCEUTILS_SPEC (path), INFERENCEUTILS_WITH (requirements separated by whitespace),
@@ -103,10 +122,13 @@ SpecOverrides MergeOverrides(const SpecOverrides& command_line, const SpecOverri
 
 // The spec a run uses: `overrides.spec_file` or else <assets_dir>/default-spec.toml, then the
 // --with requirements and the script's PEP 723 dependencies appended (exact duplicates dropped),
-// then the sources: index_url replaced when given, extra_index_urls and find_links appended,
-// offline switched on when asked. requires-python is not checked here (CheckRequiresPython).
+// then the sources: the machine's pip set-up (`pip`, nullable) fills each of index_url,
+// extra_index_urls, find_links and trusted_hosts the spec leaves empty; then index_url is replaced
+// when given, extra_index_urls and find_links appended, offline switched on when asked.
+// requires-python is not checked here (CheckRequiresPython).
 absl::StatusOr<RuntimeSpec> ResolveSpec(const std::string& assets_dir, const SpecOverrides& overrides,
-                                        const ScriptMetadata* script /* nullable */);
+                                        const ScriptMetadata* script /* nullable */,
+                                        const PipConfig* pip = nullptr);
 
 // PEP 503 name normalization: lowercase, runs of "-", "_", "." become one "-".
 std::string NormalizeName(absl::string_view name);

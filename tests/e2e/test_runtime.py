@@ -96,8 +96,8 @@ def test_prebuilt_index_without_the_version_builds_from_source_and_says_why(tmp_
                                     backends={"cpu": {"wheel_indexes": [fixture_index.prebuilt_url]}})
     result, proc = probe(tmp_path, env, "--verbose", "--spec", spec)
     assert result["version"] == "0.3.99"
-    assert "has no usable wheel for llama-cpp-python" in proc.stderr
-    assert "building from source with CMAKE_ARGS=" in proc.stderr
+    assert "has llama-cpp-python wheels (0.3.98), none for 'llama-cpp-python==0.3.99'" in proc.stderr
+    assert "building llama-cpp-python from source with CMAKE_ARGS=" in proc.stderr
 
 
 def test_quiet_when_not_a_terminal(tmp_path, env, spec):

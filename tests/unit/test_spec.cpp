@@ -1,5 +1,6 @@
 // The runtime spec: parsing, PEP 723, requires-python, overrides, normalization and the key.
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -7,6 +8,7 @@
 #include <string>
 
 #include "inferenceutils/errors.h"
+#include "inferenceutils/pip_config.h"
 #include "inferenceutils/spec.h"
 
 namespace {
@@ -406,6 +408,75 @@ TEST_CASE("resolve: default spec, --with, PEP 723 and sources") {
   REQUIRE_FALSE(missing.ok());
   CHECK(iu::ExitCodeOf(missing.status()) == iu::kExitConfig);
   CHECK(Message(missing.status()).find("default-spec.toml") != std::string::npos);
+}
+
+TEST_CASE("pip config: files in pip's order, [install] over [global], PIP_* over files") {
+  std::string dir = SpecTempDir();
+  mkdir((dir + "/etc").c_str(), 0755);
+  mkdir((dir + "/etc/pip").c_str(), 0755);
+  mkdir((dir + "/home").c_str(), 0755);
+  mkdir((dir + "/home/.pip").c_str(), 0755);
+  WriteText(dir + "/etc/pip/pip.conf", "[global]\nindex-url = file:///global\nproxy = http://proxy:3128\n");
+  WriteText(dir + "/home/.pip/pip.conf",
+            "# a comment\n[global]\nindex_url = file:///user\n[install]\nfind-links =\n  /a\n  /b\n"
+            "trusted-host = h1 h2\ntimeout: 5\n");
+  std::map<std::string, std::string> env = {{"HOME", dir + "/home"}, {"XDG_CONFIG_DIRS", dir + "/etc"}};
+  iu::PipConfig config = iu::ReadPipConfig(env);
+  CHECK(config.index_url.value == "file:///user");
+  CHECK(config.index_url.origin == dir + "/home/.pip/pip.conf [global]");
+  REQUIRE(config.find_links.size() == 2);
+  CHECK(config.find_links[1].value == "/b");
+  REQUIRE(config.trusted_hosts.size() == 2);
+  CHECK(config.connection.at("proxy").value == "http://proxy:3128");
+  CHECK(config.connection.at("proxy").origin == dir + "/etc/pip/pip.conf [global]");
+  CHECK(config.connection.at("timeout").value == "5");
+  CHECK(config.ConnectionEnv().at("PIP_PROXY") == "http://proxy:3128");  // (the machine's /etc/pip.conf counts too)
+  CHECK(config.ConnectionEnv().at("PIP_TIMEOUT") == "5");
+
+  env["PIP_INDEX_URL"] = "file:///env";
+  env["PIP_DEFAULT_TIMEOUT"] = "9";
+  config = iu::ReadPipConfig(env);
+  CHECK(config.index_url.value == "file:///env");
+  CHECK(config.index_url.origin == "PIP_INDEX_URL");
+  CHECK(config.connection.at("timeout").origin == "PIP_DEFAULT_TIMEOUT");
+
+  env["PIP_CONFIG_FILE"] = "/dev/null";  // no files at all, the variables still count
+  config = iu::ReadPipConfig(env);
+  CHECK(config.files.empty());
+  CHECK(config.find_links.empty());
+  CHECK(config.index_url.value == "file:///env");
+}
+
+TEST_CASE("resolve: the pip set-up fills what the spec leaves empty, below options and variables") {
+  std::string dir = SpecTempDir();
+  WriteText(dir + "/spec.toml", "requirements = []\n[sources]\nextra_index_urls = [\"file:///spec-extra\"]\n");
+  iu::PipConfig pip;
+  pip.index_url = {"file:///company", "PIP_INDEX_URL"};
+  pip.extra_index_urls = {{"file:///company-extra", "/etc/pip.conf [global]"}};
+  pip.find_links = {{"/company-wheels", "/etc/pip.conf [global]"}};
+  iu::SpecOverrides overrides;
+  overrides.spec_file = dir + "/spec.toml";
+  auto spec = iu::ResolveSpec("/nonexistent-assets", overrides, nullptr, &pip);
+  REQUIRE(spec.ok());
+  CHECK(spec->sources.index_url == "file:///company");
+  CHECK(spec->sources.OriginOf("index_url", "file:///company") == "PIP_INDEX_URL");
+  CHECK(spec->sources.extra_index_urls == std::vector<std::string>{"file:///spec-extra"});  // the spec's
+  CHECK(spec->sources.find_links == std::vector<std::string>{"/company-wheels"});
+  auto without = iu::ResolveSpec("/nonexistent-assets", overrides, nullptr);
+  REQUIRE(without.ok());
+  CHECK(iu::RuntimeKey(*spec, Context()) != iu::RuntimeKey(*without, Context()));
+
+  iu::SpecOverrides env = iu::SpecOverridesFromLookup({{"INFERENCEUTILS_INDEX_URL", "file:///variable"}});
+  iu::SpecOverrides command_line;
+  command_line.spec_file = dir + "/spec.toml";
+  auto merged = iu::ResolveSpec("/nonexistent-assets", iu::MergeOverrides(command_line, env), nullptr, &pip);
+  REQUIRE(merged.ok());
+  CHECK(merged->sources.index_url == "file:///variable");
+  CHECK(merged->sources.OriginOf("index_url", "file:///variable") == "INFERENCEUTILS_INDEX_URL");
+  command_line.index_url = "file:///option";
+  merged = iu::ResolveSpec("/nonexistent-assets", iu::MergeOverrides(command_line, env), nullptr, &pip);
+  REQUIRE(merged.ok());
+  CHECK(merged->sources.OriginOf("index_url", "file:///option") == "--index-url");
 }
 
 TEST_CASE("key: stable for the same inputs") {
