@@ -23,25 +23,6 @@
 #include "selection.h"
 
 namespace iu {
-namespace {
-
-std::string Gib(uint64_t bytes) { return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1ull << 30)); }
-
-void Line(std::string& out, const std::string& label, const std::string& value) {
-  absl::StrAppendFormat(&out, "  %-11s %s\n", label, value);
-}
-
-void Notes(std::string& out, const std::vector<std::string>& notes) {
-  for (const std::string& note : notes) Line(out, "", absl::StrCat("note: ", note));
-}
-
-// The bundles the runtime this invocation needs could come from, and which one would be used.
-nlohmann::json BundlesSection(const Invocation& invocation, const absl::StatusOr<Selection>& s) {
-  if (!s.ok()) return {{"error", std::string(s.status().message())}};
-  return BundlesJson(ProvisionOptionsFor(invocation.options).bundles,
-                     BundleTarget{s->key, s->request.key_inputs, s->decision.backend}, s->facts);
-}
-
 // Where the packages of that runtime come from, each source with its origin (spec, option,
 // INFERENCEUTILS_*, PIP_*, pip.conf), and pip's connection settings (not part of the key).
 nlohmann::json SourcesSection(const absl::StatusOr<Selection>& s) {
@@ -59,6 +40,25 @@ nlohmann::json SourcesSection(const absl::StatusOr<Selection>& s) {
   }
   return {{"runtime_key", s->key}, {"offline", s->spec.sources.offline}, {"sources", s->request.sources},
           {"prebuilt_indexes", prebuilt}, {"connection", connection}};
+}
+
+namespace {
+
+std::string Gib(uint64_t bytes) { return absl::StrFormat("%.1f GiB", static_cast<double>(bytes) / (1ull << 30)); }
+
+void Line(std::string& out, const std::string& label, const std::string& value) {
+  absl::StrAppendFormat(&out, "  %-11s %s\n", label, value);
+}
+
+void Notes(std::string& out, const std::vector<std::string>& notes) {
+  for (const std::string& note : notes) Line(out, "", absl::StrCat("note: ", note));
+}
+
+// The bundles the runtime this invocation needs could come from, and which one would be used.
+nlohmann::json BundlesSection(const Invocation& invocation, const absl::StatusOr<Selection>& s) {
+  if (!s.ok()) return {{"error", std::string(s.status().message())}};
+  return BundlesJson(ProvisionOptionsFor(invocation.options).bundles,
+                     BundleTarget{s->key, s->request.key_inputs, s->decision.backend}, s->facts);
 }
 
 void HumanSources(std::string& out, const nlohmann::json& j) {

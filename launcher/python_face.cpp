@@ -35,6 +35,7 @@ std::string InfoDocument(const std::shared_ptr<const Manifest>& manifest, const 
     doc["bundles"] = BundlesJson(ProvisionOptionsFor(options).bundles,
                                  BundleTarget{selection->key, selection->request.key_inputs, selection->decision.backend},
                                  selection->facts);
+    doc["sources"] = SourcesSection(*selection);
     return DumpJson(doc);
   }
   // Started as <runtime>/bin/python: what `info --json` would say, from the facts cache.

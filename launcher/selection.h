@@ -34,6 +34,10 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
 // The backend asked for: --backend, else INFERENCEUTILS_BACKEND, else "" (automatic; so is "auto").
 std::string ForcedBackend(const LauncherOptions& options);
 
+// Where the packages of the selected runtime come from, each source with its origin, and pip's
+// connection settings: the `sources` section of `info --json` and system_info() (cmd_info.cpp).
+nlohmann::json SourcesSection(const absl::StatusOr<Selection>& s);
+
 // Provisioning options from the launcher options and environment (INFERENCEUTILS_LOCK_TIMEOUT).
 ProvisionOptions ProvisionOptionsFor(const LauncherOptions& options);
 
