@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "inferenceutils/errors.h"
@@ -63,15 +64,30 @@ std::string StateDir() {
 }
 
 std::string MakeAbsolutePath(const std::string& path) {
-  if (path.empty() || path[0] == '/') return path;
-  char cwd[4096];
-  if (!getcwd(cwd, sizeof(cwd))) return path;
-  std::string rel = path;
-  while (rel.size() >= 2 && rel.compare(0, 2, "./") == 0) rel = rel.substr(2);
-  if (rel == ".") rel.clear();
-  std::string base = cwd;
-  if (rel.empty()) return base;
-  return base == "/" ? "/" + rel : base + "/" + rel;
+  if (path.empty()) return path;
+  std::string joined = path;
+  if (path[0] != '/') {
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof(cwd))) return path;
+    joined = std::string(cwd) + "/" + path;
+  }
+  // Lexically, as os.path.abspath: "." and ".." folded, no symlink resolved.
+  std::vector<std::string> parts;
+  size_t start = 0;
+  while (start <= joined.size()) {
+    size_t slash = joined.find('/', start);
+    if (slash == std::string::npos) slash = joined.size();
+    std::string part = joined.substr(start, slash - start);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    start = slash + 1;
+  }
+  std::string out;
+  for (const auto& part : parts) out += "/" + part;
+  return out.empty() ? "/" : out;
 }
 
 std::string StoreRoot(const std::string& explicit_home) {

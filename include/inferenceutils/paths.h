@@ -24,7 +24,8 @@ std::string StateDir();
 // (<exe dir>/store when a file `inferenceutils.portable` or a folder `store/` is beside the
 // executable), $XDG_CACHE_HOME/inferenceutils, ~/.cache/inferenceutils. Not created here.
 std::string StoreRoot(const std::string& explicit_home);
-// `path` made absolute against the current directory (no symlinks resolved; "" stays "").
+// `path` made absolute against the current directory and normalised as os.path.abspath does
+// (no symlink resolved; "" stays "").
 std::string MakeAbsolutePath(const std::string& path);
 
 // Creates `dir` and its parents (mode 0755). On failure the error names the path and `hint`.
