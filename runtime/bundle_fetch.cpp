@@ -4,7 +4,6 @@
 // libcurl is opened with dlopen on the first download, not linked: linked, it and its ~35
 // dependencies (TLS, Kerberos, LDAP, ICU, ...) cost every start of the launcher milliseconds in
 // the dynamic loader, and only a bundle download needs it.
-#include <curl/curl.h>
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -17,6 +16,7 @@
 #include <mutex>
 #include <type_traits>
 
+#include "curl_api.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "bundle_internal.h"
@@ -28,42 +28,12 @@
 namespace iu {
 namespace {
 
-struct CurlApi {
-  CURLcode (*global_init)(long);
-  CURL* (*easy_init)();
-  CURLcode (*easy_setopt)(CURL*, CURLoption, ...);
-  CURLcode (*easy_perform)(CURL*);
-  CURLcode (*easy_getinfo)(CURL*, CURLINFO, ...);
-  void (*easy_cleanup)(CURL*);
-  const char* (*easy_strerror)(CURLcode);
-};
-
 // libcurl, loaded once; an error names the library and the package that provides it.
 absl::StatusOr<const CurlApi*> Curl() {
-  static CurlApi api;
-  static std::string error;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-      error = absl::StrCat("cannot load libcurl.so.4 (", dlerror(), "); install libcurl4 to download bundles");
-      return;
-    }
-    auto bind = [&](auto& fn, const char* name) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-      if (!fn && error.empty()) error = absl::StrCat("libcurl.so.4 lacks ", name);
-    };
-    bind(api.global_init, "curl_global_init");
-    bind(api.easy_init, "curl_easy_init");
-    bind(api.easy_setopt, "curl_easy_setopt");
-    bind(api.easy_perform, "curl_easy_perform");
-    bind(api.easy_getinfo, "curl_easy_getinfo");
-    bind(api.easy_cleanup, "curl_easy_cleanup");
-    bind(api.easy_strerror, "curl_easy_strerror");
-    if (error.empty()) api.global_init(CURL_GLOBAL_DEFAULT);
-  });
-  if (!error.empty()) return WithExit(absl::UnavailableError(error), kExitBundle);
-  return &api;
+  std::string error;
+  const CurlApi* api = LoadCurl(&error);
+  if (!api) return WithExit(absl::UnavailableError(error + "; install libcurl4 to download bundles"), kExitBundle);
+  return api;
 }
 
 long TimeoutSeconds() {  // a bad value was refused before the command started (CheckEnvValues)

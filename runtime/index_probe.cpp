@@ -1,9 +1,9 @@
 // Index probes: one GET per source, all at once, with a short timeout, through the same proxy,
 // CA and client certificate pip would use. libcurl is opened with dlopen (as for bundles): only
 // a cold build that asks a network index loads it.
+#include "curl_api.h"
 #include "index_probe.h"
 
-#include <curl/curl.h>
 #include <dirent.h>
 #include <dlfcn.h>
 #include <sys/stat.h>
@@ -28,41 +28,10 @@
 namespace iu {
 namespace {
 
-struct CurlApi {
-  CURLcode (*global_init)(long);
-  CURL* (*easy_init)();
-  CURLcode (*easy_setopt)(CURL*, CURLoption, ...);
-  CURLcode (*easy_perform)(CURL*);
-  CURLcode (*easy_getinfo)(CURL*, CURLINFO, ...);
-  void (*easy_cleanup)(CURL*);
-  const char* (*easy_strerror)(CURLcode);
-};
-
 const CurlApi* Curl(std::string* error) {
-  static CurlApi api;
-  static std::string load_error;
-  static std::once_flag once;
-  std::call_once(once, [] {
-    void* lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-      load_error = absl::StrCat("cannot load libcurl.so.4 (", dlerror(), ") to ask the index; install libcurl4");
-      return;
-    }
-    auto bind = [&](auto& fn, const char* name) {
-      fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(lib, name));
-      if (!fn && load_error.empty()) load_error = absl::StrCat("libcurl.so.4 lacks ", name);
-    };
-    bind(api.global_init, "curl_global_init");
-    bind(api.easy_init, "curl_easy_init");
-    bind(api.easy_setopt, "curl_easy_setopt");
-    bind(api.easy_perform, "curl_easy_perform");
-    bind(api.easy_getinfo, "curl_easy_getinfo");
-    bind(api.easy_cleanup, "curl_easy_cleanup");
-    bind(api.easy_strerror, "curl_easy_strerror");
-    if (load_error.empty()) api.global_init(CURL_GLOBAL_DEFAULT);
-  });
-  *error = load_error;
-  return load_error.empty() ? &api : nullptr;
+  const CurlApi* api = LoadCurl(error);
+  if (!api) *error += " to ask the index; install libcurl4";
+  return api;
 }
 
 std::string PercentDecode(absl::string_view text) {
