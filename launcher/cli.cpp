@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "inferenceutils/errors.h"
+#include "inferenceutils/paths.h"
 #include "inferenceutils/python_home.h"
 
 namespace iu {
@@ -124,10 +125,9 @@ std::optional<std::string> ScriptOf(const std::vector<std::string>& args) {
   return std::nullopt;
 }
 
-std::optional<Invocation> PythonModeInvocation(int argc, char** argv) {
-  std::string argv0 = argc > 0 && argv[0] ? argv[0] : "";
-  // What the kernel executed (a symlink's own path, not its target). For a script started
-  // through a #! line that is the script, and the interpreter path the line names is argv[0].
+// What the kernel executed (a symlink's own path, not its target), absolute. For a script
+// started through a #! line that is the script, and the interpreter path the line names is argv[0].
+std::string ExecutedPath(const std::string& argv0) {
   std::string executed;
   if (const char* execfn = reinterpret_cast<const char*>(getauxval(AT_EXECFN)); execfn && *execfn) {
     struct stat a, self;
@@ -137,14 +137,13 @@ std::optional<Invocation> PythonModeInvocation(int argc, char** argv) {
     }
   }
   if (executed.empty()) executed = ResolveArgv0(argv0);
+  return MakeAbsolutePath(executed);
+}
+
+std::optional<Invocation> PythonModeInvocation(int argc, char** argv) {
+  std::string argv0 = argc > 0 && argv[0] ? argv[0] : "";
+  std::string executed = ExecutedPath(argv0);
   if (executed.empty()) return std::nullopt;
-  if (executed[0] != '/') {
-    char cwd[4096];
-    if (!getcwd(cwd, sizeof(cwd))) return std::nullopt;
-    std::string rel = executed;
-    while (absl::StartsWith(rel, "./")) rel = rel.substr(2);
-    executed = absl::StrCat(cwd, cwd[1] ? "/" : "", rel);
-  }
   std::string name = Basename(executed);
   if (absl::StartsWith(name, "inferenceutils")) return std::nullopt;  // always the launcher's command line
   std::string bin = Dirname(executed);
@@ -202,6 +201,12 @@ absl::StatusOr<Invocation> ParseCommandLine(int argc, char** argv) {
       // realpath(sys.executable)): plain python on the home, as /usr/bin/python3.11 is for a venv.
       inv.command = Command::kPython;
       inv.python_path = CurrentHome().executable;
+      // python's exclusive mode: a <executable>._pth beside the executed file defines sys.path
+      // (getpath reads it only when the home is not pinned).
+      if (std::string executed = ExecutedPath(argv[0]); IsFile(executed + "._pth")) {
+        inv.python_path = executed;
+        inv.pth_file = true;
+      }
       inv.args.assign(argv + 1, argv + argc);
       return inv;
     }

@@ -53,6 +53,9 @@ struct Invocation {
   // or a venv made from one) it belongs to; "" = the Python home's own bin/python3.11.
   std::string python_path;
   std::string venv;
+  // kPython: a `<executable>._pth` file beside python_path: the home is not pinned, python's
+  // getpath reads the file (exclusive mode).
+  bool pth_file = false;
   // The process's whole command line (sys.orig_argv).
   std::vector<std::string> argv;
 };

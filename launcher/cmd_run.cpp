@@ -68,6 +68,7 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
       }
     }
     config.executable = invocation.python_path;
+    config.pin_home = !invocation.pth_file;
     return RunPython(config);
   }
   config.orig_argv = invocation.argv;

@@ -283,7 +283,9 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
   // Python's own rules (not the isolated config): PYTHON* variables count as for python3.11, and
   // -I/-E/-s/-P isolate on request. Only the home is the launcher's: config.home beats PYTHONHOME.
   const PythonHome& home = CurrentHome();
-  if (auto checked = CheckHome(home); !checked.ok()) return checked;
+  if (spec.pin_home) {
+    if (auto checked = CheckHome(home); !checked.ok()) return checked;
+  }
   config.parse_argv = 1;
 
   std::vector<std::string> argv_storage;
@@ -320,6 +322,7 @@ absl::StatusOr<int> RunPython(const InterpreterConfig& spec) {
                                      std::pair{&config.base_executable, home.executable},
                                      std::pair{&config.home, home.prefix},
                                      std::pair{&config.program_name, spec.program_name}}) {
+    if (!spec.pin_home && (field == &config.home || field == &config.base_executable)) continue;
     status = PyConfig_SetBytesString(&config, field, value.c_str());
     if (PyStatus_Exception(status)) return FromPyStatus(status, "configuration");
   }

@@ -26,6 +26,8 @@ struct InterpreterConfig {
   std::vector<std::string> preload;
   // REPL history file; empty leaves python's default (~/.python_history).
   std::string history_file;
+  // false: leave config.home and base_executable to getpath (python's ._pth exclusive mode).
+  bool pin_home = true;
   // sys.orig_argv: the command line as the process got it; empty = program_name + argv.
   std::vector<std::string> orig_argv;
   // Directories put on sys.path right after the interpreter is set up (after site and the

@@ -19,7 +19,9 @@ Results come from regrtest's `-v` output: the progress line of each module ("[ 3
 failed (2 failures)") and unittest's summary headers ("FAIL: test_y (test.test_x.Class.test_y)");
 not from `--junit-xml`, which in 3.11 loses failing subtests (the case gets no result element).
 
-Where the `test` package comes from: the launcher carries its own Python home, without it. Both sides get a `.pth` file in their site-packages naming a
+Where the `test` package comes from: the launcher carries its own Python home, without it, so the
+launcher side is an installed copy (`cmake --install` into tmp_path) whose home's stdlib gets a
+`test` link to Debian's, as the venv's base stdlib has it. Both sides also get a `.pth` file in their site-packages naming a
 directory whose only entry is `test` (a symlink to Debian's). Not PYTHONPATH: CPython's
 script_helper starts most children with `-I` or `-E`, which ignore it (and the cwd), while every
 interpreter of a venv except `-S` ones reads the venv's `.pth` files. Where the stdlib has `test`,
@@ -37,15 +39,9 @@ from pathlib import Path
 
 import pytest
 
-# The only cases allowed to fail under the launcher alone, each for a reason the README states.
-# Keep this list short: everything else the launcher must do as python does.
-_PTH = ("a ._pth file beside a *copy* of the launcher is not read: the launcher pins its Python home "
-        "(config.home), and CPython's getpath skips the ._pth search when the home is set")
-KNOWN_DIFFERENCES = {
-    "test.test_site._pthFileTests.test_underpth_basic": _PTH,
-    "test.test_site._pthFileTests.test_underpth_file": _PTH,
-    "test.test_site._pthFileTests.test_underpth_nosite_file": _PTH,
-}
+# Cases allowed to fail under the launcher alone, each with the reason the README states. Empty:
+# every case must behave as in a plain venv.
+KNOWN_DIFFERENCES: dict = {}
 
 from conftest import BASE_PYTHON, BIN, clean_env
 
@@ -198,7 +194,14 @@ def test_cpython_suite_fails_nothing_only_under_the_launcher(tmp_path):
     env = clean_env(tmp_path)
     spec = tmp_path / "empty.toml"
     spec.write_text(EMPTY_SPEC)
-    launcher = [BIN, "--quiet", "--spec", spec, "run"]
+    # The launcher side runs an installed copy of the launcher whose home's stdlib also holds the
+    # `test` package (a link to Debian's), as the venv's base stdlib does: test.support.STDLIB_DIR
+    # (the folder above `test`) is then the stdlib on both sides, as the ._pth tests expect.
+    installed = tmp_path / "installed"
+    subprocess.run(["cmake", "--install", str(Path(BIN).parent.parent), "--prefix", str(installed)], check=True,
+                   capture_output=True, timeout=300)
+    (installed / "lib" / "inferenceutils" / "python3.11" / "lib" / "python3.11" / "test").symlink_to(TEST_PACKAGE)
+    launcher = [installed / "bin" / "inferenceutils", "--quiet", "--spec", spec, "run"]
     venv = tmp_path / "venv"
     subprocess.run([BASE_PYTHON, "-m", "venv", venv], env=env, check=True, timeout=300)  # with pip, as a runtime
     # The `test` package for both (see the module's docstring); this also builds the runtime.
