@@ -42,7 +42,7 @@ Options (before the command or script; each also an INFERENCEUTILS_* variable, s
   --no-build                fail instead of building a runtime
   --check-conflicts         after the program, report shared libraries loaded twice
   --system                  run in the base interpreter, without a runtime
-  --python-env              honour PYTHON* environment variables (off: the launcher owns them)
+  --python-env              accepted, no effect: PYTHON* variables count as for python3.11 (run -E ignores them)
   -q, --quiet               no progress output
   -v, --verbose             explain decisions
   -V, --version             print the launcher and embedded Python versions

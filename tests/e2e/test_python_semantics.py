@@ -360,9 +360,6 @@ def test_broken_pipe_closed_reader(tmp_path, env):
 
 
 # ---------------------------------------------------------------------------------------------
-# Isolation: PYTHON* variables and the user site directory belong to the launcher, not the caller;
-# --python-env is the documented opt-in for the variables.
-
 # PYTHON* variables: python's own rules (issue "the launcher is python"). The reference is
 # python3.11 -s (a runtime is a venv: no user site); -E after `run` ignores them, as python -E.
 
