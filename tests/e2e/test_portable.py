@@ -273,3 +273,16 @@ def test_copied_app_runs_without_python(iu, env, tmp_path, fixture_index):
         homes = sorted((store / "homes").iterdir())
         assert len(homes) == 1 and (homes[0] / "home.json").is_file()
         assert os.path.realpath(seen["base_prefix"]).startswith(str(store))
+
+
+def test_info_names_the_home_in_use(iu, installed, env):
+    home = installed / "lib" / "inferenceutils" / "python3.11"
+    proc = without_python([iu, "info", "--json"], env)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)["python_home"]
+    identity = json.loads((home / "home.json").read_text())
+    assert doc == {"id": identity["id"], "version": "3.11.2", "prefix": str(home),
+                   "executable": str(home / "bin" / "python3.11"), "source": "bundled", "present": True}
+    proc = without_python([iu, "info"], env)
+    assert f"home        {home} (carried beside the launcher)" in proc.stdout
+    assert f"identity    {identity['id']}" in proc.stdout
