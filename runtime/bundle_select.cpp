@@ -76,10 +76,17 @@ std::string PlatformOf(const std::string& platform_tag) {  // manylinux_2_36_x86
   return platform_tag;
 }
 
-nlohmann::json SpecPart(nlohmann::json inputs) {  // the key inputs without machine-specific parts
+// The key inputs that decide a runtime's content: without the machine-specific parts (checked
+// against the machine instead) and without where its packages came from (indexes, links,
+// offline, prebuilt wheel indexes): a fleet's build host always has other sources than its nodes.
+nlohmann::json SpecPart(nlohmann::json inputs) {
   if (inputs.is_object()) {
     inputs.erase("profile_key");
     inputs.erase("platform_tag");
+    inputs.erase("sources");
+    if (inputs.contains("backend_settings") && inputs["backend_settings"].is_object()) {
+      inputs["backend_settings"].erase("wheel_indexes");
+    }
   }
   return inputs;
 }
@@ -316,7 +323,7 @@ BundleChoice ChooseBundle(const std::vector<std::string>& explicit_bundles, cons
         std::string backend = StringField(m, "backend");
         bool exact = key == target.key;
         if (!exact && SpecPart(m.contains("key_inputs") ? m["key_inputs"] : nlohmann::json()) != wanted) {
-          c.rejected = absl::StrCat("a runtime for other requirements or sources (key ", key, ")");
+          c.rejected = absl::StrCat("a runtime for other requirements, preload, libraries or build settings (key ", key, ")");
         } else if (!target.backend.empty() && backend != target.backend) {
           c.rejected = absl::StrCat("built for the ", backend, " backend, this runtime is for ", target.backend);
         } else if (std::string why = UnmetRequirement(m.contains("requires") ? m["requires"] : nlohmann::json(), facts);

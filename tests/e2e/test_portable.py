@@ -265,7 +265,7 @@ def test_copied_app_runs_without_python(iu, env, tmp_path, fixture_index):
     fresh = dict(env, INFERENCEUTILS_HOME=str(tmp_path / "user-store"), INFERENCEUTILS_APP_TERMINAL="1")
     store = tmp_path / "user-store"
     for attempt in ("first", "second"):
-        proc = without_python([elsewhere / "demo", "--inferenceutils-no-build", "x"], fresh)
+        proc = without_python([elsewhere / "demo", "--inferenceutils-offline", "--inferenceutils-no-build", "x"], fresh)
         assert proc.returncode == 0, (attempt, proc.stderr)
         seen = json.loads(proc.stdout)
         assert seen["argv"] == [str(elsewhere / "demo"), "x"] and seen["pure"] is True
