@@ -413,6 +413,17 @@ absl::StatusOr<Decision> Decide(const Facts& facts, const std::string& forced_ba
     std::string value = Substitute(arg, vars, &empty);
     if (!empty) args.push_back(value);
   }
+  // No driver library (libcuda.so.1) here: a build host, container build or CI machine. The
+  // toolkit's stub libcuda.so goes on the link path of the build only (llama.cpp's executables
+  // link against libggml-cuda.so, which needs libcuda.so.1), never on the runtime's library path.
+  if (backend == "cuda" && facts.nvidia.api != "cuda" && !facts.nvidia.cuda_stubs.empty()) {
+    const std::string& dir = facts.nvidia.cuda_stubs;
+    args.push_back(absl::StrCat("-DCMAKE_EXE_LINKER_FLAGS=-Wl,-L", dir, ",--allow-shlib-undefined"));
+    args.push_back(absl::StrCat("-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-L", dir));
+    decision.build_env["LIBRARY_PATH"] = dir;
+    decision.reasons.push_back(absl::StrCat("no driver library (libcuda.so.1): the build links against the toolkit's stub ",
+                                            dir, "/libcuda.so (link path only, not the runtime's)"));
+  }
   decision.build_env["CMAKE_ARGS"] = absl::StrJoin(args, " ");
   for (const auto& [name, value] : spec.env) {
     bool empty = false;

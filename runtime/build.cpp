@@ -186,7 +186,13 @@ absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::str
 
   std::vector<std::string> connection;
   for (const auto& [name, value] : request.pip_env) connection.push_back(absl::StrCat(name, "=", value));
-  std::string header = absl::StrCat("\n$ ", FlagsText(request.build_env), " ", absl::StrJoin(connection, " "),
+  std::string stub_note;
+  if (auto it = request.build_env.find("LIBRARY_PATH"); it != request.build_env.end() &&
+                                                        absl::EndsWith(it->second, "/stubs")) {
+    stub_note = absl::StrCat("\n# no NVIDIA driver library (libcuda.so.1) here: linking against the CUDA toolkit's stub ",
+                             it->second, "/libcuda.so, for this build only (not on the runtime's library path)");
+  }
+  std::string header = absl::StrCat(stub_note, "\n$ ", FlagsText(request.build_env), " ", absl::StrJoin(connection, " "),
                                     connection.empty() ? "" : " ", absl::StrJoin(argv, " "), "\n");
   ssize_t ignored = write(log_fd, header.data(), header.size());
   (void)ignored;

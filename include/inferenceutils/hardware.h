@@ -91,6 +91,7 @@ struct NvidiaFacts {
   bool visible_devices_set = false;
   std::string nvcc_path;           // CUDA toolkit for source builds
   std::string nvcc_version;        // "12.4"
+  std::string cuda_stubs;          // the toolkit's lib64/stubs holding libcuda.so (link-time stand-in), or ""
   std::vector<std::string> notes;  // what failed and why
 };
 

@@ -18,7 +18,7 @@ NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(PythonFacts, version, abi_tag, p
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(GpuDevice, index, name, uuid, arch, memory_bytes)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(NvidiaFacts, driver_present, driver_version, cuda_version,
                                                 api, library, devices, visible_devices,
-                                                visible_devices_set, nvcc_path, nvcc_version, notes)
+                                                visible_devices_set, nvcc_path, nvcc_version, cuda_stubs, notes)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(RocmFacts, kfd_present, devices, hip_path, hip_version,
                                                 hipcc, notes)
 NLOHMANN_DEFINE_TYPE_NON_INTRUSIVE_WITH_DEFAULT(AppleFacts, macos, apple_silicon, rosetta, metal, chip, notes)

@@ -325,6 +325,7 @@ void DetectNvcc(const DetectOptions& options, NvidiaFacts& nv) {
     std::string toolkit = resolved.substr(0, resolved.rfind('/'));
     toolkit = toolkit.substr(0, toolkit.rfind('/'));
     nv.nvcc_path = nvcc;
+    if (PathExists(toolkit + "/lib64/stubs/libcuda.so")) nv.cuda_stubs = toolkit + "/lib64/stubs";
     nv.nvcc_version = ToolkitVersion(toolkit);
     if (nv.nvcc_version.empty()) {
       nv.notes.push_back(absl::StrCat("nvcc at ", nvcc, ": version unknown (no version.json, version.txt or include/cuda.h in ",

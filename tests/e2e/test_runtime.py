@@ -341,3 +341,40 @@ def test_removing_a_runtime_in_use_does_not_break_the_running_process(tmp_path, 
     assert proc.returncode == 0, err
     assert "imported 1.0.0" in out             # a lazy import after the removal still works
     assert runtime_dirs(tmp_path / "store")["runtimes"] == {}
+
+
+STUB_PROBE = r'''
+import json, os, sys
+import llama_cpp
+print(json.dumps({"build_env": llama_cpp.BUILD_ENV, "LD_LIBRARY_PATH": os.environ.get("LD_LIBRARY_PATH", ""),
+                  "LIBRARY_PATH": os.environ.get("LIBRARY_PATH", "")}))
+'''
+
+
+def test_cuda_build_without_the_driver_library_links_against_the_toolkit_stub(tmp_path, fixture_index):
+    """Issue #17 point 2: a build host (nvcc, no libcuda.so.1): the stub dir is on the build's link
+    path (recorded by the fixture sdist), said in the build log, and nowhere in the runtime."""
+    from test_info import FAKECUDA, ROOTS
+    stubs = str((ROOTS / "x86-nvidia" / "usr" / "local" / "cuda" / "lib64" / "stubs").resolve())
+    env = clean_env(tmp_path, INFERENCEUTILS_SYSROOT=ROOTS / "x86-nvidia",
+                    INFERENCEUTILS_CUDA_LIBRARY="/nonexistent/libcuda.so.1",  # no driver library
+                    INFERENCEUTILS_NVML_LIBRARY=FAKECUDA / "libnvidia-ml.so.1")
+    decision = json.loads(run(["info", "--json"], env, check_rc=0).stdout)["decision"]
+    assert decision["backend"] == "cuda", decision["reasons"]
+    assert decision["build_env"]["LIBRARY_PATH"] == stubs
+    assert any("stub" in r and "link path only" in r for r in decision["reasons"])
+    spec = fixture_index.write_spec(tmp_path / "spec.toml", ["llama-cpp-python"], ["llama_cpp"],
+                                    backends={"cuda": {"wheel_indexes": []}})
+    script = tmp_path / "probe.py"
+    script.write_text(STUB_PROBE)
+    proc = run(["--spec", spec, "run", script], env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert f"-DCMAKE_EXE_LINKER_FLAGS=-Wl,-L{stubs},--allow-shlib-undefined" in result["build_env"]["CMAKE_ARGS"]
+    assert f"-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-L{stubs}" in result["build_env"]["CMAKE_ARGS"]
+    assert stubs not in result["LD_LIBRARY_PATH"] and stubs not in result["LIBRARY_PATH"]
+    key = next(iter(runtime_dirs(tmp_path / "store")["runtimes"]))
+    manifest = json.loads(run(["runtime", "info", key], env, check_rc=0).stdout)
+    assert not any("stubs" in lib for lib in manifest["libraries"]), manifest["libraries"]
+    log = Path(manifest["log"]).read_text()
+    assert f"linking against the CUDA toolkit's stub {stubs}/libcuda.so, for this build only" in log

@@ -324,3 +324,32 @@ TEST_CASE("end to end in-process: fixture root + fake libcuda → cuda for sm_86
   CHECK(d->wheel_tags.front() == "cu130");
   CHECK(d->ToJson()["profile_key"] == d->profile_key);
 }
+
+TEST_CASE("no driver library: the toolkit's stub libcuda.so on the build's link path only") {
+  const std::string cuda = std::string(IU_TEST_FIXTURES) + "/roots/x86-nvidia/usr/local/cuda";
+  const std::string stubs = cuda + "/lib64/stubs";
+  Facts f = CudaMachine();
+  f.nvidia.nvcc_path = cuda + "/bin/nvcc";
+  f.nvidia.cuda_stubs = stubs;
+  auto d = Decide(f, "", kTable);  // libcuda.so.1 answered: no stub
+  REQUIRE(d.ok());
+  CHECK(d->build_env.count("LIBRARY_PATH") == 0);
+  CHECK(d->build_env.at("CMAKE_ARGS").find("stubs") == std::string::npos);
+  const std::string key = d->profile_key;
+
+  f.nvidia.api = "nvml";  // the driver's libcuda.so.1 is not here (a build host)
+  d = Decide(f, "", kTable);
+  REQUIRE(d.ok());
+  CHECK(d->backend == "cuda");
+  CHECK(d->build_env.at("LIBRARY_PATH") == stubs);
+  const std::string& args = d->build_env.at("CMAKE_ARGS");
+  CHECK(args.find("-DCMAKE_EXE_LINKER_FLAGS=-Wl,-L" + stubs + ",--allow-shlib-undefined") != std::string::npos);
+  CHECK(args.find("-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-L" + stubs) != std::string::npos);
+  CHECK(AnyContains(d->reasons, "stub " + stubs + "/libcuda.so (link path only"));
+  CHECK(d->profile_key == key);  // the same runtime, only linked differently
+
+  f.nvidia.cuda_stubs.clear();  // a toolkit without stubs: nothing added
+  d = Decide(f, "", kTable);
+  REQUIRE(d.ok());
+  CHECK(d->build_env.count("LIBRARY_PATH") == 0);
+}
