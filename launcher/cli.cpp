@@ -18,12 +18,6 @@
 namespace iu {
 namespace {
 
-std::string Dirname(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? std::string("/") : path.substr(0, slash);
-}
-
 bool SameDirectory(const std::string& a, const std::string& b) {
   if (a == b) return true;
   struct stat sa, sb;

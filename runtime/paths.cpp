@@ -27,14 +27,15 @@ std::string HomeDir() {
   return home.empty() ? std::string("/tmp") : home;
 }
 
+
+}  // namespace
+
 std::string Dirname(const std::string& path) {
   auto slash = path.find_last_of('/');
   if (slash == std::string::npos) return ".";
   if (slash == 0) return "/";
   return path.substr(0, slash);
 }
-
-}  // namespace
 
 std::string SelfExecutable() {
   char buf[4096];

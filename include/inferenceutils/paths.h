@@ -23,6 +23,8 @@ std::string StateDir();
 // The store root, by precedence: `--home` (explicit), $INFERENCEUTILS_HOME, a portable install
 // (<exe dir>/store when a file `inferenceutils.portable` or a folder `store/` is beside the
 // executable), $XDG_CACHE_HOME/inferenceutils, ~/.cache/inferenceutils. Not created here.
+// The folder of `path` ("." without a slash, "/" for a top-level entry).
+std::string Dirname(const std::string& path);
 std::string StoreRoot(const std::string& explicit_home);
 // `path` made absolute against the current directory and normalised as os.path.abspath does
 // (no symlink resolved; "" stays "").

@@ -210,7 +210,6 @@ bool Excluded(const std::string& rel, const std::string& name, const std::vector
 }
 
 std::string RealPath(const std::string& path);
-std::string Dirname(const std::string& path);
 
 // `target` (absolute, resolved) relative to the directory `from` (absolute, resolved).
 std::string RelativeTo(const std::string& target, const std::string& from) {
@@ -280,11 +279,6 @@ absl::Status Collect(const std::string& root, const std::string& rel, const std:
 std::string Basename(const std::string& path) {
   auto slash = path.find_last_of('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-std::string Dirname(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  return slash == std::string::npos ? std::string(".") : slash == 0 ? std::string("/") : path.substr(0, slash);
 }
 
 std::string MakeAbsolute(const std::string& path) {

@@ -15,12 +15,6 @@
 namespace iu {
 namespace {
 
-std::string Dirname(const std::string& path) {
-  auto slash = path.find_last_of('/');
-  if (slash == std::string::npos) return ".";
-  return slash == 0 ? std::string("/") : path.substr(0, slash);
-}
-
 std::string PythonDir() {  // "python3.11"
   std::string version = EmbeddedPythonVersion();
   return "python" + version.substr(0, version.rfind('.'));
