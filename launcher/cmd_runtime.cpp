@@ -168,7 +168,7 @@ absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, cons
 
 absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
   const auto& args = invocation.args;
-  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, rebuild, remove, prune, pack");
+  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, rebuild, remove, prune, pack, push, pull");
   Store store(StoreRoot(invocation.options.home));
   const std::string& sub = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -198,8 +198,10 @@ absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
   }
   if (sub == "prune") return Prune(invocation, store, rest);
   if (sub == "pack") return CmdRuntimePack(invocation, rest);
+  if (sub == "push") return CmdRuntimePush(invocation, rest);
+  if (sub == "pull") return CmdRuntimePull(invocation, rest);
   return UsageError(absl::StrCat("unknown runtime subcommand '", sub,
-                                 "' (list, info, path, rebuild, remove, prune, pack)"));
+                                 "' (list, info, path, rebuild, remove, prune, pack, push, pull)"));
 }
 
 }  // namespace iu

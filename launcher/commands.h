@@ -20,6 +20,9 @@ absl::StatusOr<int> CmdApp(const Invocation& invocation);      // app build ... 
 absl::StatusOr<int> CmdKernel(const Invocation& invocation);   // kernel install|list|remove (cmd_kernel.cpp)
 // runtime pack [KEY] -o FILE.tar.zst [--level N] (cmd_pack.cpp); args are those after "pack".
 absl::StatusOr<int> CmdRuntimePack(const Invocation& invocation, const std::vector<std::string>& args);
+// runtime push [KEY] oci://… (cmd_runtime_push.cpp), runtime pull oci://… (cmd_runtime_pull.cpp).
+absl::StatusOr<int> CmdRuntimePush(const Invocation& invocation, const std::vector<std::string>& args);
+absl::StatusOr<int> CmdRuntimePull(const Invocation& invocation, const std::vector<std::string>& args);
 
 // A launcher with an app payload appended (see `app build`) runs that app: the whole command
 // line is the app's. Returns nullopt when this binary carries no payload (app.cpp).

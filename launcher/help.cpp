@@ -19,7 +19,7 @@ Commands:
   run -i SCRIPT             run, then the interactive prompt (any python option works after run)
   repl                      interactive prompt with line editing and history
   info [--json]             hardware, backend decision with reasons, build flags, store
-  runtime SUBCOMMAND        list | info KEY | path | rebuild | remove KEY | prune | pack
+  runtime SUBCOMMAND        list | info KEY | path | rebuild | remove KEY | prune | pack | push | pull
   doctor [--json]           what the runtime's native libraries loaded, from where; problems
   app build APP_DIR -o OUT  a single-file app: this launcher + the app + optional bundles
   kernel install|list|remove  a Jupyter kernel that starts through the launcher
@@ -84,6 +84,12 @@ constexpr char kRuntime[] = R"(usage: inferenceutils [OPTIONS] runtime SUBCOMMAN
   pack [KEY] -o FILE.tar.zst [--level N] [--threads N] [--isa LEVEL] [--min-cuda X.Y]
                                 a prebuilt bundle of a runtime (default: the selected one)
   pack --index DIR              write DIR/index.json, for serving DIR's bundles over HTTP
+  push [KEY] oci://HOST[:PORT]/REPO[:TAG] [--level N] [--threads N] [--isa LEVEL] [--min-cuda X.Y]
+       [--insecure-registry]    upload a runtime to an OCI registry: its profile joins the
+                                index at TAG (docs/oci.md)
+  pull oci://HOST[:PORT]/REPO[:TAG] [--home DIR] [--insecure-registry]
+                                fill the store with the selected runtime from a registry's
+                                index (the best profile for this machine), never building
 )";
 
 constexpr char kDoctor[] = R"(usage: inferenceutils [OPTIONS] doctor [--json]

@@ -30,6 +30,8 @@ const CurlApi* LoadCurl(std::string* error) {
     bind(api.easy_getinfo, "curl_easy_getinfo");
     bind(api.easy_cleanup, "curl_easy_cleanup");
     bind(api.easy_strerror, "curl_easy_strerror");
+    bind(api.slist_append, "curl_slist_append");
+    bind(api.slist_free_all, "curl_slist_free_all");
     if (load_error.empty()) api.global_init(CURL_GLOBAL_DEFAULT);
   });
   *error = load_error;

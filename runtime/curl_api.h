@@ -16,6 +16,8 @@ struct CurlApi {
   CURLcode (*easy_getinfo)(CURL*, CURLINFO, ...);
   void (*easy_cleanup)(CURL*);
   const char* (*easy_strerror)(CURLcode);
+  curl_slist* (*slist_append)(curl_slist*, const char*);  // request headers (the OCI client)
+  void (*slist_free_all)(curl_slist*);
 };
 
 // libcurl.so.4, loaded and initialised once; nullptr with `error` set ("cannot load libcurl.so.4

@@ -23,6 +23,7 @@
 #include "inferenceutils/env_values.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
+#include "inferenceutils/oci.h"
 #include "inferenceutils/paths.h"
 
 namespace iu {
@@ -121,6 +122,7 @@ absl::StatusOr<std::string> HttpGetSmall(const std::string& url) {
 
 absl::StatusOr<std::string> FetchBundle(const Store& store, const BundleCandidate& candidate, Progress& progress) {
   const std::string& url = candidate.location;
+  if (IsOciLocation(url)) return FetchOciBundle(store, candidate, progress);  // blobs from a registry
   if (url.rfind("http://", 0) != 0 && url.rfind("https://", 0) != 0) return url;
   absl::StatusOr<const CurlApi*> api = Curl();
   if (!api.ok()) return api.status();

@@ -62,17 +62,7 @@ int CompareVersions(absl::string_view a, absl::string_view b) {
 namespace {
 
 
-struct Item {
-  std::string path;     // relative, no leading "./"
-  char type = 'f';      // 'd', 'f', 'l'
-  uint64_t size = 0;
-  int mode = 0644;
-  std::string target;   // symlink
-  std::string role;     // "launcher", "base_python" or ""
-  std::string sha256;
-  bool has_prefix = false;
-  bool binary = false;
-};
+using Item = bundle_internal::PackItem;
 
 void Walk(const std::string& root, const std::string& rel, std::vector<Item>* items, std::string* error) {
   std::string dir = rel.empty() ? root : root + "/" + rel;
@@ -157,8 +147,9 @@ std::string RequiredGlibc(const std::string& platform_tag) {  // manylinux_2_36_
 
 }  // namespace
 
-absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::string& output,
-                                       const PackOptions& options, Progress& progress) {
+namespace bundle_internal {
+
+absl::StatusOr<PackPlan> PlanPack(const std::string& prefix, const PackOptions& options, Progress& progress) {
   absl::StatusOr<std::string> manifest_text = ReadFile(prefix + "/manifest.json");
   if (!manifest_text.ok()) {
     return WithExit(absl::NotFoundError(absl::StrCat("no runtime at ", prefix, " (no manifest.json)")), kExitConfig);
@@ -273,6 +264,25 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
       {"file_count", files.size()},
       {"files", files},
   };
+  PackPlan plan;
+  plan.prefix = prefix;
+  plan.bundle = std::move(bundle);
+  plan.items = std::move(items);
+  plan.total = total;
+  return plan;
+}
+
+}  // namespace bundle_internal
+
+absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::string& output,
+                                       const PackOptions& options, Progress& progress) {
+  absl::StatusOr<bundle_internal::PackPlan> plan = bundle_internal::PlanPack(prefix, options, progress);
+  if (!plan.ok()) return plan.status();
+  const std::vector<Item>& items = plan->items;
+  const nlohmann::json& files = plan->bundle["files"];
+  const uint64_t total = plan->total;
+  const int cores = bundle_internal::UsableCores();
+  const nlohmann::json& bundle = plan->bundle;
   std::string bundle_text = DumpJson(bundle, 1) + "\n";
 
   progress.Step("compressing");

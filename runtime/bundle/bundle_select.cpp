@@ -17,6 +17,7 @@
 #include "inferenceutils/backend.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/digest.h"
+#include "inferenceutils/oci.h"
 #include "inferenceutils/paths.h"
 
 namespace iu {
@@ -213,6 +214,7 @@ absl::StatusOr<std::vector<BundleCandidate>> ListBundleSource(const std::string&
 }
 
 absl::StatusOr<std::vector<BundleCandidate>> ListBundleSourceOf(const std::string& location, const std::string& source) {
+  if (IsOciLocation(location)) return ListOciSource(location, source);  // an index of profiles in a registry
   std::vector<BundleCandidate> out;
   if (IsUrl(location)) {
     std::string url = location;
@@ -297,7 +299,7 @@ BundleChoice ChooseBundle(const std::vector<std::string>& explicit_bundles, cons
   const nlohmann::json wanted = SpecPart(target.key_inputs);
   int order = 0;
   for (auto [location, source] : sources) {
-    if (!IsUrl(location) && !location.empty() && location[0] != '/') {
+    if (!IsUrl(location) && !IsOciLocation(location) && !location.empty() && location[0] != '/') {
       if (char* real = realpath(location.c_str(), nullptr)) {
         location = real;
         free(real);

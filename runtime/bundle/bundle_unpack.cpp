@@ -49,8 +49,10 @@ constexpr uint64_t kMaxInFlight = 256ull << 20;
 // Decompressor thread → tar reader: a bounded queue of decompressed blocks.
 class Stream {
  public:
-  Stream(std::string path, size_t max_blocks, uint64_t max_output, bool hash_input)
-      : path_(std::move(path)), max_blocks_(max_blocks), max_output_(max_output), hash_input_(hash_input) {}
+  // `paths`: one file, or the parts of a bundle in parts, read one after the other as one stream
+  // (each part ends at a zstd frame's end).
+  Stream(std::vector<std::string> paths, size_t max_blocks, uint64_t max_output, bool hash_input)
+      : paths_(std::move(paths)), max_blocks_(max_blocks), max_output_(max_output), hash_input_(hash_input) {}
 
   void Start() { thread_ = std::thread([this] { Run(); }); }
   // Stops the decompressor (when the reader gives up early) and waits for it.
@@ -96,9 +98,16 @@ class Stream {
     return true;
   }
   void Run() {
-    int fd = open(path_.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return Finish(absl::StrCat("cannot read it: ", std::strerror(errno)));
-    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    size_t next_part = 0;
+    int fd = -1;
+    auto open_next = [&]() -> std::string {
+      const std::string& p = paths_[next_part++];
+      fd = open(p.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return absl::StrCat("cannot read ", paths_.size() > 1 ? p : "it", ": ", std::strerror(errno));
+      posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+      return "";
+    };
+    if (std::string e = open_next(); !e.empty()) return Finish(e);
     ZSTD_DCtx* dctx = ZSTD_createDCtx();
     ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 27);  // bounds the decoder's memory
     Sha256 sha;
@@ -116,6 +125,12 @@ class Stream {
       if (n == 0) {
         if (!any) error = "empty file";
         else if (last != 0) error = "truncated zstd stream (the file ends inside a frame)";
+        if (error.empty() && next_part < paths_.size()) {  // the next part continues the stream
+          close(fd);
+          error = open_next();
+          if (error.empty()) continue;
+          fd = -1;
+        }
         break;
       }
       any = true;
@@ -145,12 +160,12 @@ class Stream {
       if (!error.empty()) break;
     }
     ZSTD_freeDCtx(dctx);
-    close(fd);
+    if (fd >= 0) close(fd);
     if (hash_input_ && error.empty()) input_sha_ = sha.HexDigest();
     Finish(error);
   }
 
-  std::string path_;
+  std::vector<std::string> paths_;
   size_t max_blocks_;
   uint64_t max_output_;
   bool hash_input_;
@@ -196,11 +211,13 @@ struct Reader {
   Stream stream;
   ReadContext ctx{&stream, {}};
   struct archive* a = nullptr;
-  Reader(const std::string& path, uint64_t max_output, bool hash_input)
-      : stream(path, 16, max_output, hash_input) {
+  Reader(std::vector<std::string> paths, uint64_t max_output, bool hash_input)
+      : stream(paths, 16, max_output, hash_input) {
     stream.Start();
     a = archive_read_new();
     archive_read_support_format_tar(a);
+    // A bundle in parts is a whole tar per part: read on past each part's end marker.
+    if (paths.size() > 1) archive_read_set_format_option(a, "tar", "read_concatenated_archives", "1");
     archive_read_open(a, &ctx, nullptr, ReadCallback, nullptr);
   }
   ~Reader() {
@@ -382,7 +399,7 @@ std::string NowRfc3339() {
 }  // namespace
 
 absl::StatusOr<nlohmann::json> ReadBundleManifest(const std::string& path) {
-  Reader r(path, bundle_internal::kMaxManifestBytes + (1 << 20), false);
+  Reader r({path}, bundle_internal::kMaxManifestBytes + (1 << 20), false);
   nlohmann::json manifest;
   if (auto s = ReadManifestMember(r, path, &manifest); !s.ok()) return s;
   return manifest;
@@ -408,15 +425,17 @@ std::string PythonMismatch(const nlohmann::json& requires_json) {
   return "";
 }
 
-absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string& data_dir,
-                                      const UnpackOptions& options, Progress& progress) {
+namespace {
+
+absl::StatusOr<Manifest> UnpackStream(const std::vector<std::string>& parts, const std::string& path,
+                                      const std::string& data_dir, const UnpackOptions& options, Progress& progress) {
   auto start = std::chrono::steady_clock::now();
   absl::StatusOr<uint64_t> max_bytes = MaxBytes(options.max_bytes);
   if (!max_bytes.ok()) return max_bytes.status();  // never the default instead: it is a safety bound
   const uint64_t bound = *max_bytes;
   progress.Step("unpacking the runtime bundle");
   // The tar stream is at most the files plus headers and padding: bound it generously.
-  Reader r(path, bound + (bound >> 3) + (256ull << 20), !options.expected_sha256.empty());
+  Reader r(parts, bound + (bound >> 3) + (256ull << 20), !options.expected_sha256.empty());
   nlohmann::json manifest;
   if (auto s = ReadManifestMember(r, path, &manifest); !s.ok()) return s;
 
@@ -653,6 +672,45 @@ absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string
   if (auto s = WriteFileAtomic(data_dir + "/manifest.json", DumpJson(out, 2) + "\n"); !s.ok()) return s;
   progress.Finish();
   return installed;
+}
+
+}  // namespace
+
+// A bundle in parts (what an OCI fetch hands over, runtime/oci/): a list file in the store,
+// "iu-bundle-parts 1", then "discard|new|keep PATH" a line. The stream is the parts in order,
+// each a whole zstd tar; "discard" parts go after unpacking, "new" ones too when it fails (they
+// were fetched for this bundle), so a refused bundle leaves the store as it was.
+absl::StatusOr<Manifest> UnpackBundle(const std::string& path, const std::string& data_dir,
+                                      const UnpackOptions& options, Progress& progress) {
+  if (!(absl::StartsWith(options.origin, "oci://") && absl::EndsWith(path, ".parts"))) {
+    return UnpackStream({path}, path, data_dir, options, progress);
+  }
+  absl::StatusOr<std::string> list = ReadFile(path);
+  if (!list.ok()) return list.status();
+  std::vector<std::string> parts, discard, fresh;
+  std::vector<std::string> lines = absl::StrSplit(*list, '\n', absl::SkipEmpty());
+  if (lines.empty() || lines[0] != "iu-bundle-parts 1") {
+    return Refused(options.origin, "", absl::StrCat("the parts list ", path, " is damaged; run again"));
+  }
+  for (size_t i = 1; i < lines.size(); ++i) {
+    size_t space = lines[i].find(' ');
+    std::string flag = lines[i].substr(0, space), file = space == std::string::npos ? "" : lines[i].substr(space + 1);
+    if (file.empty()) continue;
+    parts.push_back(file);
+    if (flag == "discard") discard.push_back(file);
+    if (flag == "new") fresh.push_back(file);
+  }
+  absl::StatusOr<Manifest> m = parts.empty() ? Refused(options.origin, "", "no parts")
+                                             : UnpackStream(parts, options.origin, data_dir, options, progress);
+  for (const auto& f : discard) unlink(f.c_str());
+  if (!m.ok()) {
+    for (const auto& f : fresh) {
+      unlink(f.c_str());
+      unlink((f + ".repos").c_str());
+    }
+  }
+  unlink(path.c_str());
+  return m;
 }
 
 }  // namespace iu
