@@ -65,6 +65,9 @@ absl::StatusOr<int> CmdRuntimePush(const Invocation& invocation, const std::vect
   if (insecure) AllowPlainHttp(reference);
   absl::StatusOr<OciReference> ref = ParseOciReference(reference);
   if (!ref.ok()) return ref.status();
+  if (!ref->digest.empty()) {
+    return ConfigError(absl::StrCat("push needs a tag, not a digest: ", reference, " (oci://HOST/REPO:TAG)"));
+  }
   Store store(StoreRoot(invocation.options.home));
   if (key.empty()) {  // the runtime this machine and spec select
     absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);

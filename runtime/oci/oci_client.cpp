@@ -241,7 +241,7 @@ absl::StatusOr<Response> Client::SendOnce(Request& request, bool* retry_with_aut
     }
     if (t.write_error) return StoreError(absl::StrCat("cannot write ", request.what, ": ", std::strerror(errno)));
     if (rc != CURLE_OK) {
-      return RegistryError(absl::StrCat("registry ", ref_.host, ": ", request.what, ": ", c.easy_strerror(rc),
+      return RegistryError(absl::StrCat("registry ", ref_.host, ": ", request.what, " (", url, "): ", c.easy_strerror(rc),
                                         rc == CURLE_OPERATION_TIMEDOUT ? " (INFERENCEUTILS_DOWNLOAD_TIMEOUT)" : "",
                                         "; check that the registry is reachable and run again"));
     }

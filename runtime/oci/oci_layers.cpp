@@ -1,6 +1,6 @@
 // A runtime as OCI layers: one zstd tar per installed distribution (the files its RECORD lists)
-// and one for the rest (the venv skeleton: every directory, bin/, pyvenv.cfg, manifest.json, and
-// whatever names the runtime's prefix, such as compiled bytecode), so runtimes that share a
+// and one for the rest (the venv skeleton: every directory, bin/, pyvenv.cfg, manifest.json, each
+// RECORD, and whatever names the runtime's prefix, such as compiled bytecode), so runtimes that share a
 // distribution share its blob. Every layer is a whole, reproducible tar: the same files make
 // the same bytes (fixed owners, mtimes and modes, as bundles have).
 #include "oci_layers.h"
@@ -94,7 +94,9 @@ std::vector<LayerPlan> SplitIntoLayers(const bundle_internal::PackPlan& plan) {
     auto it = item.type == 'd' ? owner.end() : owner.find(item.path);
     // What names the prefix (shebangs, .pth, bytecode) differs between two runtimes of the same
     // distribution: it stays with the runtime, so the distribution's layer is the same blob.
+    // RECORD too: it lists the hashes of the entry-point scripts, whose shebangs name the prefix.
     bool shared = it != owner.end() && !item.has_prefix && !absl::EndsWith(item.path, ".pyc") &&
+                  !absl::EndsWith(item.path, ".dist-info/RECORD") && !absl::EndsWith(item.path, "/direct_url.json") &&
                   !absl::StrContains(item.path, "__pycache__/") && item.role.empty();
     if (!shared) {
       layers[0].items.push_back(i);

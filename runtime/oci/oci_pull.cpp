@@ -112,7 +112,13 @@ absl::Status FetchBlob(Client& client, const Descriptor& d, const std::string& b
   };
   absl::StatusOr<Response> got = client.Send(r);
   if (!got.ok()) {
+    struct stat now;
+    bool empty = fstat(fd, &now) == 0 && now.st_size == 0;
     close(fd);
+    if (empty) {  // nothing to resume from: nothing is left behind
+      unlink(part.c_str());
+      return got.status();
+    }
     if (absl::StrContains(got.status().message(), "larger than")) {
       unlink(part.c_str());
       return Hostile(ref, absl::StrCat("blob ", d.digest, " is larger than the ", d.size, " bytes its manifest says"));
