@@ -415,12 +415,16 @@ def digest(data: bytes) -> str:
 
 
 class FakeRegistry:
-    """Serves a registry from a dict path → (status, headers, body) on 127.0.0.1."""
+    """Serves a registry from a dict path → (status, headers, body) on 127.0.0.1, with Range;
+    `cuts[path] = n`: the next n GETs of path stop after half the body; `login`: a Basic login
+    the /v2/ paths demand; `seen`: (path, Range, Authorization) of every request."""
 
-    def __init__(self, index, manifest, blobs):
+    def __init__(self, index, manifest, blobs, login=None):
         self.routes = {}
+        self.cuts = {}
+        self.seen = []
         self.set(index, manifest, blobs)
-        routes = self.routes
+        fake = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
@@ -428,14 +432,40 @@ class FakeRegistry:
 
             def answer(self, body_too):
                 path = self.path.split("?")[0]
-                status, headers, body = routes.get(path, (404, {}, b"{}"))
+                auth = self.headers.get("Authorization")
+                fake.seen.append((path, self.headers.get("Range"), auth))
+                if login and path.startswith("/v2/") and auth != "Basic " + base64.b64encode(login.encode()).decode():
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="fake"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                status, headers, body = fake.routes.get(path, (404, {}, b"{}"))
+                start = 0
+                rng = self.headers.get("Range")
+                if status == 200 and rng and rng.startswith("bytes=") and rng.endswith("-"):
+                    start = int(rng[6:-1])
+                    if start >= len(body):
+                        status, body = 416, b""
+                    else:
+                        status = 206
                 self.send_response(status)
                 for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(body) - start if status == 206 else len(body)))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()
-                if body_too:
-                    self.wfile.write(body)
+                if not body_too:
+                    return
+                data = body[start:] if status == 206 else body
+                if fake.cuts.get(path, 0) > 0:
+                    fake.cuts[path] -= 1
+                    self.wfile.write(data[:len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self.wfile.write(data)
 
             def do_GET(self):
                 self.answer(True)
@@ -445,7 +475,8 @@ class FakeRegistry:
 
         self.server = _Server(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        self.ref = f"oci://127.0.0.1:{self.server.server_address[1]}/rt:1"
+        self.port = self.server.server_address[1]
+        self.ref = f"oci://127.0.0.1:{self.port}/rt:1"
 
     def set(self, index, manifest, blobs, manifest_bytes=None):
         """Routes for an artifact; the index entry is made to point at the (re-encoded) manifest."""
@@ -520,6 +551,17 @@ def hostile_cases(artifact):
     no_layers = dict(manifest, layers=[])
     cases["manifest without layers"] = ((index, no_layers, blobs), None, "the manifest has no config or no layers")
     cases["redirect to file:"] = ((index, manifest, blobs), None, "is not an http(s) URL")
+    bigger = dict(blobs)
+    bigger[layer0] = blobs[layer0] + b"more bytes than the manifest says"
+    cases["blob larger than its size"] = ((index, manifest, bigger), None, "is larger than the")
+    config = json.loads(blobs[manifest["config"]["digest"]])
+    config["requires"]["cpu_isa"] = "x86-64"  # the index says otherwise
+    cbytes = json.dumps(config).encode()
+    lying = dict(blobs)
+    lying[digest(cbytes)] = cbytes
+    lied = json.loads(json.dumps(manifest))
+    lied["config"].update(digest=digest(cbytes), size=len(cbytes))
+    cases["annotations that lie"] = ((index, lied, lying), None, "the index's annotations say another requires than its bundle.json")
     m, l = _file("../escaped")
     cases["dot-dot member"] = (with_layer(artifact, [m], [l]), None, "member ../escaped: path has a '..' component")
     m, l = _file("/tmp/absolute-escape")
@@ -530,11 +572,12 @@ def hostile_cases(artifact):
     return cases
 
 
-@pytest.mark.parametrize("case", ["wrong digest", "huge manifest", "malformed manifest", "manifest without layers",
-                                  "redirect to file:", "dot-dot member", "absolute member", "symlink out"])
+@pytest.mark.parametrize("case", ["wrong digest", "blob larger than its size", "huge manifest", "malformed manifest",
+                                  "manifest without layers", "annotations that lie", "redirect to file:",
+                                  "dot-dot member", "absolute member", "symlink out"])
 def test_a_hostile_registry_is_refused_with_nothing_written(built, artifact, tmp_path, case):
     (index, manifest, blobs), manifest_bytes, expected = hostile_cases(artifact)[case]
-    fake = FakeRegistry(index, manifest, blobs, )
+    fake = FakeRegistry(index, manifest, blobs)
     try:
         fake.set(index, manifest, blobs, manifest_bytes)
         if case == "redirect to file:":
@@ -584,3 +627,33 @@ def test_plain_http_only_for_loopback_or_an_explicit_option(built, artifact, tmp
     assert bad.returncode == 65 and "not an OCI reference" in bad.stderr and "oci://HOST[:PORT]/REPO[:TAG]" in bad.stderr
     proc = run(["runtime", "push", "oci://h/a@sha256:" + "0" * 64], env)
     assert proc.returncode == 65 and "push needs a tag" in proc.stderr, proc.stderr
+
+
+def test_blob_storage_redirects_are_followed_and_downloads_resume(built, artifact, tmp_path):
+    index, manifest, blobs = artifact
+    fake = FakeRegistry(index, manifest, blobs, login="fleet:secret")
+    try:
+        # Every layer lives in "blob storage" on another host name (localhost, not 127.0.0.1).
+        for layer in manifest["layers"]:
+            path = f"/v2/rt/blobs/{layer['digest']}"
+            fake.routes[f"/storage/{layer['digest'][7:]}"] = fake.routes[path]
+            fake.routes[path] = (307, {"Location": f"http://localhost:{fake.port}/storage/{layer['digest'][7:]}"}, b"")
+        big = max(manifest["layers"], key=lambda l: l["size"])
+        fake.cuts[f"/storage/{big['digest'][7:]}"] = 1
+        spec, _ = built["cpu"]
+        node = env_at(tmp_path / "node", INFERENCEUTILS_REGISTRY_AUTH="fleet:secret")
+        proc = run(["--spec", spec, "runtime", "pull", fake.ref], node, timeout=120)
+        assert proc.returncode == 77 and "run again to resume" in proc.stderr, proc.stderr
+        part = tmp_path / "node" / "store" / "blobs" / "sha256" / (big["digest"][7:] + ".part")
+        assert 0 < part.stat().st_size < big["size"]
+        have = part.stat().st_size
+        proc = run(["--spec", spec, "-v", "runtime", "pull", fake.ref], node, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert "resuming the download of runtime" in proc.stderr
+        assert (f"/storage/{big['digest'][7:]}", f"bytes={have}-", None) in fake.seen
+        # The registry's login went to the registry only, never to the storage host.
+        assert all(auth is None for path, _, auth in fake.seen if path.startswith("/storage/"))
+        assert any(auth for path, _, auth in fake.seen if path.startswith("/v2/rt/"))
+        run(["--spec", spec, "--no-build", "run", "-c", CODE], node, check_rc=0)
+    finally:
+        fake.stop()
