@@ -4,7 +4,9 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "commands.h"
+#include "inferenceutils/bundle.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/oci.h"
 #include "inferenceutils/provision.h"
@@ -45,6 +47,24 @@ absl::StatusOr<int> CmdRuntimePull(const Invocation& invocation, const std::vect
     std::cout << "runtime " << selection->key << " is in " << selection->store.root() << " already: " << there->prefix
               << "\n";
     return 0;
+  }
+  // Which profile, before anything is fetched: a registry that cannot be read, or an index
+  // without a profile for this machine and spec, is said as such (not as a --no-build failure).
+  BundleTarget target{selection->request.key, selection->request.key_inputs, selection->request.backend};
+  BundleChoice choice = ChooseBundle({reference}, "", target, selection->facts);
+  if (choice.chosen < 0) {
+    std::vector<std::string> why;
+    for (const auto& c : choice.candidates) {
+      if (c.location != reference) why.push_back(absl::StrCat(c.location, ": ", c.rejected));
+    }
+    if (why.empty()) {
+      for (const auto& n : choice.notes) why.push_back(n.substr(n.find(' ') + 1));
+      return WithExit(absl::UnavailableError(absl::StrCat("runtime pull: ", absl::StrJoin(why, "; "))), kExitBundle);
+    }
+    return WithExit(absl::NotFoundError(absl::StrCat(
+                        "runtime pull: no profile in ", reference, " fits this machine and spec (", absl::StrJoin(why, "; "),
+                        "); push one from a machine like this (`inferenceutils runtime push`), with the same spec")),
+                    kExitBundle);
   }
   ProvisionOptions options = ProvisionOptionsFor(inv.options);
   TerminalProgress progress(inv.options.quiet, inv.options.verbose);

@@ -367,7 +367,8 @@ absl::StatusOr<Response> GetManifest(Client& client, const std::string& referenc
   absl::StatusOr<Response> got = client.Send(r);
   if (!got.ok()) return got;
   if (got->status == 404) {
-    return RegistryError(absl::StrCat(client.ref().ToString(), ": the registry has no ", reference,
+    return RegistryError(absl::StrCat("registry ", client.ref().host, " has no manifest '", reference, "' in ",
+                                      client.ref().repository,
                                       " (HTTP 404); push one with `inferenceutils runtime push` or check the tag"));
   }
   if (got->status != 200) {

@@ -268,6 +268,14 @@ def test_a_second_push_uploads_only_new_layers_and_mounts_across_repositories(bu
     assert third["mounted"] == third["layers"] and third["uploaded"] == 1, third  # bundle.json has no record
     assert registry.blob_uploads() - before - first["uploaded"] - second["uploaded"] == 1
 
+    # A pull says why nothing fits: another spec, a tag that is not there.
+    node = env_at(registry.root.parent / "node")
+    proc = run(["--spec", built["more"][0], "runtime", "pull", registry.ref("team/a:1")], node)
+    assert proc.returncode == 77 and "no profile in " in proc.stderr and "other requirements" in proc.stderr, proc.stderr
+    proc = run(["--spec", built["more"][0], "runtime", "pull", registry.ref("team/a:9")], node)
+    assert proc.returncode == 77 and "has no manifest '9' in team/a (HTTP 404)" in proc.stderr, proc.stderr
+    assert store_files(registry.root.parent / "node" / "store") == []
+
 
 def test_eight_fresh_stores_pull_at_once(built, registry, tmp_path):
     ref = registry.ref("fleet/eight:1")
