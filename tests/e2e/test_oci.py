@@ -276,6 +276,12 @@ def test_a_second_push_uploads_only_new_layers_and_mounts_across_repositories(bu
     assert proc.returncode == 77 and "has no manifest '9' in team/a (HTTP 404)" in proc.stderr, proc.stderr
     assert store_files(registry.root.parent / "node" / "store") == []
 
+    # Pulling both runtimes into one store: the second fetches only the layers the first lacked.
+    run(["--spec", built["cpu"][0], "runtime", "pull", registry.ref("team/a:1")], node, check_rc=0)
+    proc = run(["--spec", built["more"][0], "-v", "runtime", "pull", registry.ref("team/a:2")], node, check_rc=0)
+    fetched = second["layers"] - second["present"]  # the layers that were new at the push
+    assert f": {fetched} layers fetched" in proc.stderr and f"), {second['layers'] - fetched} from the blob cache" in proc.stderr, proc.stderr
+
 
 def test_eight_fresh_stores_pull_at_once(built, registry, tmp_path):
     ref = registry.ref("fleet/eight:1")
@@ -430,6 +436,7 @@ class FakeRegistry:
     def __init__(self, index, manifest, blobs, login=None):
         self.routes = {}
         self.cuts = {}
+        self.stall = set()  # paths answered with headers, then nothing for 5 s
         self.seen = []
         self.set(index, manifest, blobs)
         fake = self
@@ -465,6 +472,10 @@ class FakeRegistry:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
                 self.end_headers()
                 if not body_too:
+                    return
+                if path in fake.stall:
+                    self.wfile.flush()
+                    time.sleep(5)
                     return
                 data = body[start:] if status == 206 else body
                 if fake.cuts.get(path, 0) > 0:
@@ -559,6 +570,7 @@ def hostile_cases(artifact):
     no_layers = dict(manifest, layers=[])
     cases["manifest without layers"] = ((index, no_layers, blobs), None, "the manifest has no config or no layers")
     cases["redirect to file:"] = ((index, manifest, blobs), None, "is not an http(s) URL")
+    cases["a stalled blob"] = ((index, manifest, blobs), None, "(INFERENCEUTILS_DOWNLOAD_TIMEOUT)")
     bigger = dict(blobs)
     bigger[layer0] = blobs[layer0] + b"more bytes than the manifest says"
     cases["blob larger than its size"] = ((index, manifest, bigger), None, "is larger than the")
@@ -581,19 +593,23 @@ def hostile_cases(artifact):
 
 
 @pytest.mark.parametrize("case", ["wrong digest", "blob larger than its size", "huge manifest", "malformed manifest",
-                                  "manifest without layers", "annotations that lie", "redirect to file:",
+                                  "manifest without layers", "annotations that lie", "redirect to file:", "a stalled blob",
                                   "dot-dot member", "absolute member", "symlink out"])
 def test_a_hostile_registry_is_refused_with_nothing_written(built, artifact, tmp_path, case):
     (index, manifest, blobs), manifest_bytes, expected = hostile_cases(artifact)[case]
     fake = FakeRegistry(index, manifest, blobs)
     try:
         fake.set(index, manifest, blobs, manifest_bytes)
+        if case == "a stalled blob":
+            fake.stall.add(f"/v2/rt/blobs/{manifest['layers'][0]['digest']}")
         if case == "redirect to file:":
             layer0 = manifest["layers"][0]["digest"]
             fake.routes[f"/v2/rt/blobs/{layer0}"] = (307, {"Location": "file:///etc/passwd"}, b"")
         spec, _ = built["cpu"]
-        node = env_at(tmp_path / "node")
+        node = env_at(tmp_path / "node", INFERENCEUTILS_DOWNLOAD_TIMEOUT=2)
+        started = time.time()
         proc = run(["--spec", spec, "runtime", "pull", fake.ref], node, timeout=120)
+        assert time.time() - started < 5  # never waits for the stalled registry
         assert proc.returncode == 77, (proc.returncode, proc.stdout, proc.stderr)
         assert expected in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert proc.stderr.startswith("inferenceutils: error: ")
