@@ -20,6 +20,8 @@ absl::StatusOr<int> CmdApp(const Invocation& invocation);      // app build ... 
 absl::StatusOr<int> CmdKernel(const Invocation& invocation);   // kernel install|list|remove (cmd_kernel.cpp)
 // runtime pack [KEY] -o FILE.tar.zst [--level N] (cmd_pack.cpp); args are those after "pack".
 absl::StatusOr<int> CmdRuntimePack(const Invocation& invocation, const std::vector<std::string>& args);
+// runtime build [--backend NAME] [--cuda-arch LIST [--cuda X.Y]] (cmd_runtime_build.cpp)
+absl::StatusOr<int> CmdRuntimeBuild(const Invocation& invocation, const std::vector<std::string>& args);
 
 // A launcher with an app payload appended (see `app build`) runs that app: the whole command
 // line is the app's. Returns nullopt when this binary carries no payload (app.cpp).
