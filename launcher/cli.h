@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "inferenceutils/target.h"
 
 namespace iu {
 
@@ -28,6 +29,7 @@ struct LauncherOptions {
   std::vector<std::string> bundles;       // --bundle FILE|URL (repeatable): prebuilt runtimes to try first
   bool no_build = false;                  // --no-build: fail instead of building a runtime
   bool check_conflicts = false;           // --check-conflicts: after the program, report libraries loaded twice
+  TargetProfile target;                   // runtime build / info --cuda-arch LIST [--cuda X.Y]: not this machine
 };
 
 enum class Command {

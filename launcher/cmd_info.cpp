@@ -169,6 +169,14 @@ std::string Human(const Facts& f, const Decision& d, const std::string& store) {
 
   out += "\nDecision\n";
   Line(out, "backend", absl::StrCat(d.backend, d.forced ? " (forced)" : ""));
+  if (d.target.is_object()) {
+    std::vector<std::string> sms;
+    for (const auto& cc : d.target["cuda_archs"]) {
+      sms.push_back(absl::StrCat("sm_", absl::StrJoin(absl::StrSplit(cc.get<std::string>(), '.'), "")));
+    }
+    Line(out, "target", absl::StrCat(absl::StrJoin(sms, ", "), ", CUDA ", d.target["cuda"].get<std::string>(),
+                                     " (--cuda-arch: for machines with these GPUs, not this one)"));
+  }
   for (size_t i = 0; i < d.reasons.size(); ++i) Line(out, i == 0 ? "why" : "", d.reasons[i]);
   for (const auto& [name, value] : d.build_env) Line(out, name, value);
   if (d.wheel_indexes.empty()) Line(out, "wheels", "(no prebuilt index fits: source build)");
@@ -202,19 +210,26 @@ std::string Human(const Facts& f, const Decision& d, const std::string& store) {
 
 }  // namespace
 
-absl::StatusOr<int> CmdInfo(const Invocation& invocation) {
+absl::StatusOr<int> CmdInfo(const Invocation& given) {
+  Invocation invocation = given;
   bool json = false, refresh = false;
-  for (const std::string& arg : invocation.args) {
+  std::vector<std::string> args = invocation.args;
+  if (absl::Status target = TakeTargetArgs(args, invocation.options.target, "info"); !target.ok()) return target;
+  for (const std::string& arg : args) {
     if (arg == "--json") json = true;
     else if (arg == "--refresh") refresh = true;
-    else return UsageError(absl::StrCat("info: unknown argument '", arg, "' (usage: inferenceutils info [--json] [--refresh])"));
+    else return UsageError(absl::StrCat("info: unknown argument '", arg,
+                                        "' (usage: inferenceutils info [--json] [--refresh] [--cuda-arch LIST [--cuda X.Y]])"));
   }
   std::string backend = ForcedBackend(invocation.options);
   std::string store = StoreRoot(invocation.options.home);
   DetectOptions options = DetectOptionsFromEnv();
   Facts facts = refresh ? RefreshFacts(store, options) : LoadOrDetectFacts(store, options);
+  absl::StatusOr<nlohmann::json> target = ApplyTargetOf(invocation.options, facts);
+  if (!target.ok()) return target.status();
   absl::StatusOr<Decision> decision = Decide(facts, backend, AssetsDir() + "/backends.toml");
   if (!decision.ok()) return decision.status();
+  decision->target = *std::move(target);
 
   absl::StatusOr<Selection> selection = SelectFor(invocation, std::nullopt, facts, *decision);
   nlohmann::json bundles = BundlesSection(invocation, selection);

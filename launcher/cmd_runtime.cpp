@@ -1,4 +1,4 @@
-// runtime list | info KEY | path | rebuild | remove KEY | prune [--unused-for DAYS] [--not-matching]
+// runtime list | info KEY | path | build (cmd_runtime_build.cpp) | rebuild | remove KEY | prune [--unused-for DAYS] [--not-matching]
 #include <algorithm>
 #include <ctime>
 #include <iostream>
@@ -90,6 +90,9 @@ int List(const Invocation& invocation, const Store& store, bool json) {
       row["source"] = entry.manifest->source;
       row["requirements"] = entry.manifest->requirements;
       row["matches"] = entry.manifest->profile_key == profile;
+      if (entry.manifest->decision.is_object() && entry.manifest->decision.contains("target")) {
+        row["target"] = entry.manifest->decision["target"];  // made for a target profile (--cuda-arch)
+      }
     } else {
       row["backend"] = "?";
       row["error"] = std::string(entry.manifest.status().message());
@@ -168,7 +171,7 @@ absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, cons
 
 absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
   const auto& args = invocation.args;
-  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, rebuild, remove, prune, pack, push, pull");
+  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, build, rebuild, remove, prune, pack, push, pull");
   Store store(StoreRoot(invocation.options.home));
   const std::string& sub = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -198,10 +201,11 @@ absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
   }
   if (sub == "prune") return Prune(invocation, store, rest);
   if (sub == "pack") return CmdRuntimePack(invocation, rest);
+  if (sub == "build") return CmdRuntimeBuild(invocation, rest);
   if (sub == "push") return CmdRuntimePush(invocation, rest);
   if (sub == "pull") return CmdRuntimePull(invocation, rest);
   return UsageError(absl::StrCat("unknown runtime subcommand '", sub,
-                                 "' (list, info, path, rebuild, remove, prune, pack, push, pull)"));
+                                 "' (list, info, path, build, rebuild, remove, prune, pack, push, pull)"));
 }
 
 }  // namespace iu

@@ -20,6 +20,8 @@ absl::StatusOr<int> CmdApp(const Invocation& invocation);      // app build ... 
 absl::StatusOr<int> CmdKernel(const Invocation& invocation);   // kernel install|list|remove (cmd_kernel.cpp)
 // runtime pack [KEY] -o FILE.tar.zst [--level N] (cmd_pack.cpp); args are those after "pack".
 absl::StatusOr<int> CmdRuntimePack(const Invocation& invocation, const std::vector<std::string>& args);
+// runtime build [--backend NAME] [--cuda-arch LIST [--cuda X.Y]] (cmd_runtime_build.cpp)
+absl::StatusOr<int> CmdRuntimeBuild(const Invocation& invocation, const std::vector<std::string>& args);
 // runtime push [KEY] oci://… (cmd_runtime_push.cpp), runtime pull oci://… (cmd_runtime_pull.cpp).
 absl::StatusOr<int> CmdRuntimePush(const Invocation& invocation, const std::vector<std::string>& args);
 absl::StatusOr<int> CmdRuntimePull(const Invocation& invocation, const std::vector<std::string>& args);

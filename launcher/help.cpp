@@ -19,7 +19,7 @@ Commands:
   run -i SCRIPT             run, then the interactive prompt (any python option works after run)
   repl                      interactive prompt with line editing and history
   info [--json]             hardware, backend decision with reasons, build flags, store
-  runtime SUBCOMMAND        list | info KEY | path | rebuild | remove KEY | prune | pack | push | pull
+  runtime SUBCOMMAND        list | info KEY | path | build | rebuild | remove KEY | prune | pack | push | pull
   doctor [--json]           what the runtime's native libraries loaded, from where; problems
   app build APP_DIR -o OUT  a single-file app: this launcher + the app + optional bundles
   kernel install|list|remove  a Jupyter kernel that starts through the launcher
@@ -64,12 +64,13 @@ $XDG_STATE_HOME/inferenceutils/history (default ~/.local/state/inferenceutils/hi
 Ctrl-D exits with status 0.
 )";
 
-constexpr char kInfo[] = R"(usage: inferenceutils [OPTIONS] info [--json] [--refresh]
+constexpr char kInfo[] = R"(usage: inferenceutils [OPTIONS] info [--json] [--refresh] [--cuda-arch LIST [--cuda X.Y]]
 
 Shows the detected hardware, the backend decision with its reasons, the build flags, the profile
 key and the store location. --json prints the same as JSON (schema in the README); --refresh
 detects again instead of using the cached facts. `--backend auto` (or INFERENCEUTILS_BACKEND=auto)
-means the automatic choice.
+means the automatic choice. --cuda-arch (and --cuda) show the decision for a target profile:
+machines with those GPUs and a driver for that CUDA, not this one (see `runtime build`).
 )";
 
 constexpr char kRuntime[] = R"(usage: inferenceutils [OPTIONS] runtime SUBCOMMAND
@@ -77,6 +78,10 @@ constexpr char kRuntime[] = R"(usage: inferenceutils [OPTIONS] runtime SUBCOMMAN
   list                          runtimes in the store: key, backend, size, last used, matches?
   info KEY                      a runtime's manifest
   path                          the path of the runtime this machine and spec select
+  build [--backend NAME] [--cuda-arch LIST [--cuda X.Y]] [--rebuild] [--json]
+                                provision the selected runtime and say its key; --cuda-arch 86,90
+                                builds for machines with those GPUs (a build host needs only nvcc;
+                                --cuda: their drivers' CUDA, default this nvcc's), for `pack`
   rebuild                       build the selected runtime again
   remove KEY                    delete a runtime (running launchers keep working)
   prune [--unused-for DAYS] [--not-matching]

@@ -23,7 +23,19 @@ std::string Env(const char* name) {
 
 std::string ForcedBackend(const LauncherOptions& options) {
   std::string backend = options.backend.empty() ? Env("INFERENCEUTILS_BACKEND") : options.backend;
+  if (!options.target.empty() && (backend.empty() || backend == "auto")) return "cuda";
   return backend == "auto" ? "" : backend;
+}
+
+absl::StatusOr<nlohmann::json> ApplyTargetOf(const LauncherOptions& options, Facts& facts) {
+  if (options.target.empty()) return nlohmann::json();
+  if (std::string backend = ForcedBackend(options); backend != "cuda") {
+    return UsageError(absl::StrCat("--cuda-arch describes CUDA machines, but the backend asked for is ", backend,
+                                   " (--backend or INFERENCEUTILS_BACKEND); use --backend cuda"));
+  }
+  absl::StatusOr<TargetProfile> applied = ApplyTarget(options.target, facts);
+  if (!applied.ok()) return applied.status();
+  return applied->ToJson();
 }
 
 ProvisionOptions ProvisionOptionsFor(const LauncherOptions& launcher) {
@@ -39,9 +51,12 @@ ProvisionOptions ProvisionOptionsFor(const LauncherOptions& launcher) {
 absl::StatusOr<Selection> Select(const Invocation& invocation, const std::optional<std::string>& script) {
   std::string store = StoreRoot(invocation.options.home);
   Facts facts = LoadOrDetectFacts(store, DetectOptionsFromEnv());
+  absl::StatusOr<nlohmann::json> target = ApplyTargetOf(invocation.options, facts);
+  if (!target.ok()) return target.status();
   absl::StatusOr<Decision> decision =
       Decide(facts, ForcedBackend(invocation.options), AssetsDir() + "/backends.toml");
   if (!decision.ok()) return decision.status();
+  decision->target = *std::move(target);
   return SelectFor(invocation, script, std::move(facts), *std::move(decision));
 }
 

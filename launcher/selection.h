@@ -32,7 +32,13 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
                                     Facts facts, Decision decision);
 
 // The backend asked for: --backend, else INFERENCEUTILS_BACKEND, else "" (automatic; so is "auto").
+// A target profile (--cuda-arch) is cuda.
 std::string ForcedBackend(const LauncherOptions& options);
+
+// The facts as the decision sees them: this machine's, or the target profile's (target.h).
+// A target with another forced backend is a usage error. Returns the target as the decision
+// records it (Decision::target; null for this machine).
+absl::StatusOr<nlohmann::json> ApplyTargetOf(const LauncherOptions& options, Facts& facts);
 
 // Where the packages of the selected runtime come from, each source with its origin, and pip's
 // connection settings: the `sources` section of `info --json` and system_info() (cmd_info.cpp).

@@ -184,8 +184,9 @@ std::string SourceBuildProblem(const std::string& backend, const BackendSpec& sp
       }
       *found = absl::StrCat("nvcc ", nv.nvcc_version, " found");
       if (ParseVersion(nv.nvcc_version) > ParseVersion(nv.cuda_version)) {
-        problems.push_back(absl::StrCat("nvcc ", nv.nvcc_version, " is newer than the driver's CUDA ",
-                                        nv.cuda_version, " (its builds would not run)"));
+        problems.push_back(absl::StrCat("nvcc ", nv.nvcc_version, " is newer than the ",
+                                        nv.api == "target" ? "target's (--cuda) " : "driver's ", "CUDA ",
+                                        nv.cuda_version, " (its builds would not run there)"));
         continue;
       }
       const ToolkitSpec* kit = nullptr;
@@ -241,6 +242,13 @@ std::string HardwareProblem(const std::string& backend, const Facts& facts, Chec
     if (nv.devices.empty()) {
       if (nv.visible_devices_set) return absl::StrCat("CUDA_VISIBLE_DEVICES=", nv.visible_devices, " leaves no GPU visible");
       return "the NVIDIA driver reports no GPU";
+    }
+    if (nv.api == "target") {  // --cuda-arch: the GPUs of the machines the runtime is for
+      std::vector<std::string> sms;
+      for (const GpuDevice& gpu : nv.devices) sms.push_back(Sm(gpu.arch));
+      check.hardware = absl::StrCat("target ", absl::StrJoin(sms, ", "), " with a driver for CUDA ", nv.cuda_version,
+                                    " (--cuda-arch; this machine's GPUs are not used)");
+      return {};
     }
     check.hardware = absl::StrCat(GpuList(nv.devices, true), ", driver ",
                                   nv.driver_version.empty() ? "(version unknown)" : nv.driver_version,
@@ -471,7 +479,8 @@ nlohmann::json Decision::ToJson() const {
           {"wheel_tags", wheel_tags},
           {"source_build_possible", source_build_possible},
           {"profile", profile},
-          {"profile_key", profile_key}};
+          {"profile_key", profile_key},
+          {"target", target}};
 }
 
 }  // namespace iu

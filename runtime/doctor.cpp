@@ -3,6 +3,7 @@
 #include "inferenceutils/python_home.h"
 
 #include <glob.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -75,6 +76,14 @@ std::string FixFor(const std::string& path, const std::map<std::string, std::str
   }
   return absl::StrCat("find what loads ", path,
                       " (run with LD_DEBUG=libs) and stop it, or name the runtime's copy in the spec's `libraries`");
+}
+
+// Two files with the same bytes (sizes first: most differ there).
+bool SameBytes(const std::string& a, const std::string& b) {
+  struct stat sa, sb;
+  if (stat(a.c_str(), &sa) != 0 || stat(b.c_str(), &sb) != 0 || sa.st_size != sb.st_size) return false;
+  absl::StatusOr<std::string> x = ReadFile(a), y = ReadFile(b);
+  return x.ok() && y.ok() && *x == *y;
 }
 
 }  // namespace
@@ -150,6 +159,9 @@ std::vector<Finding> CheckLibraries(const LibraryCheck& check) {
     auto it = by_soname.find(file.soname);
     if (it == by_soname.end()) continue;
     const std::string& used = it->second.front();
+    // The same bytes twice is no conflict: llama-cpp-python 0.3.x wheels install their libraries
+    // both in llama_cpp/lib/ and in site-packages/lib/; whichever loads, it is the same build.
+    if (SameBytes(used, file.path)) continue;
     findings.push_back({"warning", "shadowed",
                         absl::StrCat(file.soname, " resolved to ", used, " (loaded first); the copy ", PackageOf(file.path),
                                      " ships at ", file.path, " is not used"),

@@ -38,10 +38,14 @@ std::string Dirname(const std::string& path) {
 }
 
 std::string SelfExecutable() {
-  char buf[4096];
-  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
-  if (n <= 0) return {};
-  return std::string(buf, static_cast<size_t>(n));
+  // One readlink per process (the home, the assets and the store all start from it); a fork
+  // runs the same executable, an exec starts afresh.
+  static const std::string self = [] {
+    char buf[4096];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+    return n <= 0 ? std::string() : std::string(buf, static_cast<size_t>(n));
+  }();
+  return self;
 }
 
 namespace {

@@ -31,6 +31,7 @@ struct Decision {
   bool source_build_possible = false;           // the toolchain the backend needs is present
   nlohmann::json profile;                       // the canonical inputs of the profile key
   std::string profile_key;                      // "<backend>-<16 hex>"
+  nlohmann::json target;                        // a target profile (target.h) it was made for; null = this machine
 
   nlohmann::json ToJson() const;
 };
