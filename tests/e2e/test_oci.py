@@ -336,14 +336,16 @@ def b64url(data: bytes) -> str:
 
 
 def test_token_flow_against_the_registry_token_mode(built, tmp_path):
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding
+    # The token issuer's key and certificate (the registry trusts it: rootcertbundle), by openssl.
     key_pem, cert_pem = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key_pem), "-out",
                     str(cert_pem), "-days", "2", "-subj", "/CN=iu-test-token-issuer"], check=True, capture_output=True)
-    key = serialization.load_pem_private_key(key_pem.read_bytes(), None)
-    cert_der = x509.load_pem_x509_certificate(cert_pem.read_bytes()).public_bytes(serialization.Encoding.DER)
+    cert_der = subprocess.run(["openssl", "x509", "-in", str(cert_pem), "-outform", "DER"], check=True,
+                              capture_output=True).stdout
+
+    def sign(data: bytes) -> bytes:  # RS256: RSASSA-PKCS1-v1_5 with SHA-256
+        return subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(key_pem)], input=data, check=True,
+                              capture_output=True).stdout
     asked = []
 
     class Token(http.server.BaseHTTPRequestHandler):
@@ -368,7 +370,7 @@ def test_token_flow_against_the_registry_token_mode(built, tmp_path):
             claims = {"iss": "iu-test-issuer", "sub": "bob", "aud": "iu-test-registry", "exp": now + 300,
                       "nbf": now - 10, "iat": now, "jti": str(now) + str(len(asked)), "access": access}
             signing_input = b64url(json.dumps(header).encode()) + "." + b64url(json.dumps(claims).encode())
-            signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+            signature = sign(signing_input.encode())
             body = json.dumps({"token": signing_input + "." + b64url(signature), "expires_in": 300}).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
