@@ -207,16 +207,16 @@ absl::StatusOr<Response> Client::SendOnce(Request& request, bool* retry_with_aut
     c.easy_setopt(curl, CURLOPT_HEADERDATA, &t);
     c.easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnData);
     c.easy_setopt(curl, CURLOPT_WRITEDATA, &t);
-    const std::string& method = hop > 0 ? (request.method == "HEAD" ? request.method : std::string("GET")) : request.method;
+    const std::string& method = request.method;
     if (method == "HEAD") {
       c.easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    } else if (request.upload_fd >= 0 && hop == 0) {
+    } else if (request.upload_fd >= 0) {
       c.easy_setopt(curl, CURLOPT_UPLOAD, 1L);
       c.easy_setopt(curl, CURLOPT_READFUNCTION, OnRead);
       c.easy_setopt(curl, CURLOPT_READDATA, &t);
       c.easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.upload_size));
       if (method != "PUT") c.easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
-    } else if (request.body && hop == 0) {
+    } else if (request.body) {
       c.easy_setopt(curl, CURLOPT_POSTFIELDS, request.body->data());
       c.easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body->size()));
       if (method != "POST") c.easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
@@ -245,7 +245,10 @@ absl::StatusOr<Response> Client::SendOnce(Request& request, bool* retry_with_aut
                                         rc == CURLE_OPERATION_TIMEDOUT ? " (INFERENCEUTILS_DOWNLOAD_TIMEOUT)" : "",
                                         "; check that the registry is reachable and run again"));
     }
-    if (t.status >= 300 && t.status < 400 && t.status != 304) {
+    // Redirects are followed for reads (blobs in storage); an upload that is redirected is the
+    // caller's unexpected status, never resent somewhere else as a GET.
+    bool read = request.method == "GET" || request.method == "HEAD";
+    if (read && t.status >= 300 && t.status < 400 && t.status != 304) {
       if (next.empty()) next = response.headers.count("location") ? response.headers["location"] : "";
       if (next.empty()) return RegistryError(absl::StrCat("registry ", ref_.host, ": ", request.what, ": a redirect without a Location"));
       if (hop >= 10) return RegistryError(absl::StrCat("registry ", ref_.host, ": ", request.what, ": more than 10 redirects"));
