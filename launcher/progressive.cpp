@@ -38,8 +38,9 @@ std::string ReadyAtOnce(const Selection& s, const ProvisionOptions& options) {
   return "";
 }
 
+// `why` gets, for each lower backend tried, why it cannot stand in.
 std::optional<Fallback> FindFallback(const Invocation& invocation, const std::optional<std::string>& script,
-                                     const Selection& selected, const ProvisionOptions& options) {
+                                     const Selection& selected, const ProvisionOptions& options, std::string* why) {
   bool below = false;
   for (const BackendCheck& check : selected.decision.considered) {
     if (check.backend == selected.decision.backend) {
@@ -53,7 +54,10 @@ std::optional<Fallback> FindFallback(const Invocation& invocation, const std::op
     if (!s.ok() || s->key == selected.key) continue;
     std::string how = ReadyAtOnce(*s, options);
     if (!how.empty()) return Fallback{*std::move(s), how};
+    absl::StrAppend(why, why->empty() ? "" : "; ", check.backend,
+                    ": not built, no matching bundle, no prebuilt wheel of ", s->request.backend_package, " listed");
   }
+  if (why->empty()) *why = absl::StrCat("no usable backend below ", selected.decision.backend);
   return std::nullopt;
 }
 
@@ -99,8 +103,9 @@ absl::StatusOr<StartRuntime> ProvisionForStart(const Invocation& invocation, con
   }
 
   std::optional<std::optional<Fallback>> fallback;  // found once, when first needed
+  std::string no_fallback;                          // why there is none
   auto find_fallback = [&]() -> const Fallback* {
-    if (!fallback) fallback = FindFallback(invocation, script, selected, options);
+    if (!fallback) fallback = FindFallback(invocation, script, selected, options, &no_fallback);
     return *fallback ? &**fallback : nullptr;
   };
 
@@ -175,7 +180,11 @@ absl::StatusOr<StartRuntime> ProvisionForStart(const Invocation& invocation, con
   };
   options.before_source_build = [&](const FileLock& lock) -> absl::Status {
     const Fallback* fb = find_fallback();
-    if (!fb) return absl::OkStatus();
+    if (!fb) {
+      progress.Note(absl::StrCat("no runtime of a lower backend can be ready at once (", no_fallback,
+                                 "), so the ", selected.decision.backend, " runtime is built here"));
+      return absl::OkStatus();
+    }
     absl::StatusOr<BackgroundBuild> started = StartBackgroundBuild(store, selected.request, lock, fb->selection.key);
     if (!started.ok()) {
       progress.Note(absl::StrCat("cannot build in the background (", started.status().message(), "); building here"));
