@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -112,6 +113,9 @@ void CloseOtherDescriptors(int keep) {
 // The builder itself (the grandchild of the starting launcher, in its own session). Never returns.
 [[noreturn]] void RunBuilder(const Store& store, BuildRequest request, BackgroundBuild record, int lock_fd) {
   prctl(PR_SET_NAME, "iu-build", 0, 0, 0);
+  // Below the program that runs meanwhile on the fallback (often CPU inference): the compilers
+  // pip starts inherit it. A nicer value than that is kept.
+  if (getpriority(PRIO_PROCESS, 0) < 10) setpriority(PRIO_PROCESS, 0, 10);
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGQUIT}) signal(sig, SIG_DFL);
   CloseOtherDescriptors(lock_fd);
   int null = open("/dev/null", O_RDWR);
