@@ -127,6 +127,9 @@ def test_first_start_runs_on_the_cpu_runtime_while_cuda_builds_then_uses_cuda(tm
     assert "background builds:" in human and f"building  {pending['key']} cuda since " in human
     info = json.loads(run(["--spec", s.spec, "info", "--json"], s.env, check_rc=0).stdout)
     assert [b["key"] for b in info["store"]["background_builds"]] == [pending["key"]]
+    assert info["store"]["background_builds"][0]["state"] == "building"
+    human_info = run(["--spec", s.spec, "info"], s.env, check_rc=0).stdout
+    assert f"{pending['key']} cuda building since " in human_info
 
     # Quiet without a terminal and without -v, as before.
     second, quiet_err = s.start()
@@ -257,3 +260,37 @@ def test_bad_progressive_value_is_refused(tmp_path, fixture_index):
     assert proc.returncode == 65
     assert "INFERENCEUTILS_PROGRESSIVE='maybe' is neither 0 nor 1" in proc.stderr
     assert not (s.store / "runtimes").exists() or runtime_dirs(s.store)["runtimes"] == {}
+
+
+def test_an_app_runs_on_the_fallback_logs_it_and_notifies_once(tmp_path, fixture_index):
+    """An app without a terminal: the line goes to the app's log and one desktop notification
+    (the fake notify-send of test_app.py records it)."""
+    from test_app import FIXTURE_APP, app_log, fake_notifier, notifications
+    s = Setup(tmp_path, fixture_index)
+    app = tmp_path / "hello"
+    run(["app", "build", FIXTURE_APP, "-o", app, "--spec", s.spec], s.env, check_rc=0)
+    bin_dir, record = fake_notifier(tmp_path)
+    env = dict(s.env, PATH=f"{bin_dir}:{s.env['PATH']}")
+
+    def start_app():
+        proc = subprocess.run([str(app)], env=env, capture_output=True, text=True, timeout=240,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout.splitlines()[0])
+
+    first = start_app()
+    [build] = s.builds()
+    runtimes = {r["backend"]: r["path"] for r in json.loads(s.runtime("list", "--json", check_rc=0).stdout)
+                if "state" not in r}
+    assert first["prefix"] == runtimes["cpu"] and "cuda" not in runtimes
+    log = app_log(s.store, app).read_text()
+    assert f"building the cuda runtime {build['key']} in the background" in log
+    # The first-start notice and the background one (the notifier runs detached: its helper waits for it).
+    calls = notifications(record, 2)
+    assert sum("prepared in the background" in " ".join(c) for c in calls) == 1, calls
+    s.wait_released(s.release())
+    s.runtime("wait", build["key"], check_rc=0)
+    after = start_app()
+    assert Path(after["prefix"]).parent == Path(runtimes["cpu"]).parent and after["prefix"] != first["prefix"]
+    cuda = [r for r in json.loads(s.runtime("list", "--json", check_rc=0).stdout) if r.get("backend") == "cuda"]
+    assert [r["path"] for r in cuda] == [after["prefix"]]
