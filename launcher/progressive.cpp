@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <cstdlib>
+#include <ctime>
 
 #include "absl/strings/str_cat.h"
 #include "inferenceutils/bundle.h"
@@ -135,7 +136,14 @@ absl::StatusOr<StartRuntime> ProvisionForStart(const Invocation& invocation, con
       result.manifest = *std::move(manifest);
       return result;
     }
-    if (!result.pending) return manifest.status();
+    if (!result.pending) {
+      return WithExit(absl::UnavailableError(absl::StrCat(
+                          "the ", result.failed->backend, " runtime ", result.failed->key,
+                          " failed to build in the background (log: ", result.failed->log, ") and the ",
+                          fb.selection.decision.backend, " runtime cannot be ready at once (",
+                          manifest.status().message(), "); retry with `inferenceutils runtime rebuild`")),
+                      kExitProvision);
+    }
     progress.Note(absl::StrCat("the ", fb.selection.decision.backend, " runtime cannot be ready at once (",
                                manifest.status().message(), "); waiting for the ", result.pending->backend,
                                " build (log: ", result.pending->log, ")"));
@@ -200,9 +208,24 @@ absl::StatusOr<StartRuntime> ProvisionForStart(const Invocation& invocation, con
   }
   if (!IsBackground(manifest.status())) return manifest.status();
   if (!result.pending) {
-    // Another launcher started the builder while this one waited for the lock.
-    record = ReadBackgroundBuild(store, selected.key);
-    result.pending = record ? *record : BackgroundBuild{selected.key, selected.decision.backend};
+    // Another launcher started the builder while this one waited for the lock; by now it may
+    // even have ended.
+    if (absl::StatusOr<Manifest> found = store.Lookup(selected.key); found.ok()) {
+      result.manifest = *std::move(found);
+      return result;
+    }
+    if ((record = ReadBackgroundBuild(store, selected.key))) {
+      result.pending = record;
+    } else if (std::optional<BackgroundFailure> failure = ReadBackgroundFailure(store, selected.key)) {
+      result.failed = failure;
+    } else {
+      BackgroundBuild unknown;
+      unknown.key = selected.key;
+      unknown.backend = selected.decision.backend;
+      unknown.started_unix = std::time(nullptr);
+      unknown.step = "unknown";
+      result.pending = unknown;
+    }
   }
   const Fallback* fb = find_fallback();
   if (!fb) {
