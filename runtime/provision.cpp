@@ -23,8 +23,12 @@ absl::StatusOr<Manifest> PublishOrDiscard(const Store& store, const std::string&
   if (manifest.ok()) {
     if (auto status = store.Publish(key, data_dir); !status.ok()) manifest = status;
   }
-  // A failed background build of the key is history once the key is published (docs/progressive.md).
-  if (manifest.ok()) unlink(BackgroundFailurePath(store, key).c_str());
+  // A failed background build of the key, or one whose builder died, is history once the key is
+  // published here, under its lock (docs/progressive.md).
+  if (manifest.ok()) {
+    unlink(BackgroundFailurePath(store, key).c_str());
+    unlink(BackgroundRecordPath(store, key).c_str());
+  }
   if (!manifest.ok()) RemoveTree(data_dir);
   return manifest;
 }

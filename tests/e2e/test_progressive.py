@@ -294,3 +294,20 @@ def test_an_app_runs_on_the_fallback_logs_it_and_notifies_once(tmp_path, fixture
     assert Path(after["prefix"]).parent == Path(runtimes["cpu"]).parent and after["prefix"] != first["prefix"]
     cuda = [r for r in json.loads(s.runtime("list", "--json", check_rc=0).stdout) if r.get("backend") == "cuda"]
     assert [r["path"] for r in cuda] == [after["prefix"]]
+
+
+def test_a_foreground_build_after_a_killed_builder_clears_its_record(tmp_path, fixture_index):
+    s = Setup(tmp_path, fixture_index)
+    first, _ = s.start()
+    key, pid = first["pending"]["key"], first["pending"]["pid"]
+    blocked = s.at_gate()
+    os.kill(pid, signal.SIGKILL)
+    os.kill(blocked, signal.SIGKILL)
+    s.arrived = None
+    s.wait_lock_free(key)
+    opener = s.release()
+    result, _ = s.start("--wait")
+    s.wait_released(opener)
+    assert result["backend"] == "cuda" and result["fallback"] is False
+    assert s.builds() == []  # no "interrupted" record left once the key is published
+    s.store_consistent()
