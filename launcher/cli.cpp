@@ -67,6 +67,7 @@ constexpr OptionSpec kOptions[] = {
     {"-q", false},          {"--verbose", false},   {"-v", false},
     {"--python-env", false}, {"--system", false},
     {"--bundle", true},     {"--no-build", false},  {"--check-conflicts", false},
+    {"--wait", false},
 };
 
 absl::Status ApplyOption(const std::string& name, const std::string& value, LauncherOptions& o) {
@@ -85,6 +86,7 @@ absl::Status ApplyOption(const std::string& name, const std::string& value, Laun
   else if (name == "--bundle") o.bundles.push_back(value);
   else if (name == "--no-build") o.no_build = true;
   else if (name == "--check-conflicts") o.check_conflicts = true;
+  else if (name == "--wait") o.wait = true;
   if ((name == "--home" || name == "--spec" || name == "--backend" || name == "--index-url" ||
        name == "--with" || name == "--extra-index-url" || name == "--find-links" ||
        name == "--bundle") &&

@@ -28,6 +28,7 @@ struct LauncherOptions {
   bool system = false;                    // --system: the base interpreter, no runtime
   std::vector<std::string> bundles;       // --bundle FILE|URL (repeatable): prebuilt runtimes to try first
   bool no_build = false;                  // --no-build: fail instead of building a runtime
+  bool wait = false;                      // --wait: build the selected runtime here, no fallback (docs/progressive.md)
   bool check_conflicts = false;           // --check-conflicts: after the program, report libraries loaded twice
   TargetProfile target;                   // runtime build / info --cuda-arch LIST [--cuda X.Y]: not this machine
 };

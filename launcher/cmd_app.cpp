@@ -24,6 +24,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "commands.h"
+#include "progressive.h"
 #include "info_json.h"
 #include "inferenceutils/env_values.h"
 #include "inferenceutils/json_text.h"
@@ -292,6 +293,20 @@ class AppReporter : public Progress {
     else if (OnPath("kdialog", &tool)) SpawnDetached({tool, "--title", name_, "--passivepopup", text, "10"});
   }
 
+  // A progressive start (docs/progressive.md): the line in the log and on a terminal, and without
+  // a terminal one desktop notification.
+  void Background(absl::string_view line) {
+    Note(line);
+    if (!headless_) return;
+    ResolveName();
+    std::string text = absl::StrCat(name_, " starts now on a slower runtime; the faster one is being prepared in the "
+                                           "background for its next start. ", LogNote());
+    std::string tool;
+    if (OnPath("notify-send", &tool)) SpawnDetached({tool, "-a", name_, name_, text});
+    else if (OnPath("zenity", &tool)) SpawnDetached({tool, "--notification", absl::StrCat("--text=", text)});
+    else if (OnPath("kdialog", &tool)) SpawnDetached({tool, "--title", name_, "--passivepopup", text, "10"});
+  }
+
   // A failure: the log, and without a terminal a dialog naming it.
   // `app_ran`: the app itself failed, not its setup.
   void Failed(absl::string_view message, bool app_ran = false) {
@@ -481,13 +496,16 @@ absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& repo
   if (!selection.ok()) return selection.status();
   absl::StatusOr<Manifest> runtime = selection->store.Lookup(selection->key);
   if (o.info) return PrintInfo(file, *app, *selection, runtime, o.json);
+  nlohmann::json pending;  // the selected runtime when this start runs on a fallback
   if (!runtime.ok()) {
     reporter.SetupStarted();
     reporter.Log(absl::StrCat("provisioning runtime ", selection->key, " (", selection->decision.backend, ")"));
-    provision.bundles = app->bundles;
-    runtime = EnsureRuntime(selection->store, selection->request, provision, reporter);
+    absl::StatusOr<StartRuntime> start = ProvisionForStart(
+        invocation, std::nullopt, *selection, reporter, [&](const std::string& line) { reporter.Background(line); });
     reporter.Finish();
-    if (!runtime.ok()) return runtime.status();
+    if (!start.ok()) return start.status();
+    pending = start->PendingJson();
+    runtime = start->manifest;
     reporter.Log(absl::StrCat("runtime ", runtime->key, " ready at ", runtime->prefix, " (", runtime->source, ")"));
   }
   if (o.setup) {
@@ -503,7 +521,7 @@ absl::StatusOr<int> RunApp(const AppFile& file, AppOptions& o, AppReporter& repo
   config.executable = runtime->prefix + "/bin/python";
   config.preload = runtime->preload;
   config.libraries = runtime->libraries;
-  AttachPythonFace(invocation.options, *runtime, &*selection, config);
+  AttachPythonFace(invocation.options, *runtime, &*selection, config, pending);
   if (reporter.headless()) {
     // The bootstrap asks for this when the app fails (python may exit inside RunPython).
     config.documents["app_failed"] = [&reporter] {

@@ -197,13 +197,27 @@ std::string Human(const Facts& f, const Decision& d, const std::string& store) {
   Line(out, "location", store);
   Line(out, "facts", f.source == "cache" ? absl::StrCat("cached in ", store, "/facts.json")
                                          : absl::StrFormat("detected in %.2f ms", f.detect_ms));
-  const nlohmann::json runtimes = InfoJson(f, d, store)["store"]["runtimes"];
+  const nlohmann::json store_doc = InfoJson(f, d, store)["store"];
+  const nlohmann::json& runtimes = store_doc["runtimes"];
   if (runtimes.empty()) Line(out, "runtimes", "(none)");
   for (size_t i = 0; i < runtimes.size(); ++i) {
     const auto& r = runtimes[i];
     Line(out, i == 0 ? "runtimes" : "",
          absl::StrCat(r["name"].get<std::string>(), " ", r.value("backend", "?"), " ", r.value("source", ""),
                       r["matches"].get<bool>() ? " (matches this machine)" : " (made for another profile)"));
+  }
+  const nlohmann::json& builds = store_doc["background_builds"];
+  for (size_t i = 0; i < builds.size(); ++i) {
+    const auto& b = builds[i];
+    std::string state = b["state"].get<std::string>();
+    std::string text =
+        state == "failed"
+            ? absl::StrCat(b["key"].get<std::string>(), " ", b["backend"].get<std::string>(), " failed at ",
+                           b["failed"].get<std::string>(), " (log: ", b["log"].get<std::string>(), ")")
+            : absl::StrCat(b["key"].get<std::string>(), " ", b["backend"].get<std::string>(), " ", state, " since ",
+                           b["started"].get<std::string>(), ", step: ", b["step"].get<std::string>(),
+                           " (log: ", b["log"].get<std::string>(), ")");
+    Line(out, i == 0 ? "background" : "", text);
   }
   return out;
 }

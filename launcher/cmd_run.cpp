@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "commands.h"
+#include "progressive.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/provision.h"
 #include "inferenceutils/python.h"
@@ -79,13 +80,14 @@ absl::StatusOr<int> CmdRun(const Invocation& invocation) {
   absl::StatusOr<Selection> selection = Select(invocation, script);
   if (!selection.ok()) return selection.status();
   TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
-  absl::StatusOr<Manifest> manifest = EnsureRuntime(
-      selection->store, selection->request, ProvisionOptionsFor(invocation.options), progress);
+  absl::StatusOr<StartRuntime> start = ProvisionForStart(invocation, script, *selection, progress,
+                                                         [&](const std::string& line) { progress.Note(line); });
   progress.Finish();
-  if (!manifest.ok()) return manifest.status();
+  if (!start.ok()) return start.status();
+  const Manifest* manifest = &start->manifest;
   EnsurePythonLink(manifest->prefix, CurrentHome().launcher);
   UseRuntime(*manifest, config);
-  AttachPythonFace(invocation.options, *manifest, &*selection, config);
+  AttachPythonFace(invocation.options, *manifest, &*selection, config, start->PendingJson());
   g_after = {manifest->prefix, invocation.options.check_conflicts, true, getpid()};
   static const bool registered = std::atexit(ReportAfterProgram) == 0;
   (void)registered;

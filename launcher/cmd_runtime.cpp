@@ -1,4 +1,4 @@
-// runtime list | info KEY | path | build (cmd_runtime_build.cpp) | rebuild | remove KEY | prune [--unused-for DAYS] [--not-matching]
+// runtime list | info KEY | path | build (cmd_runtime_build.cpp) | rebuild | remove KEY | prune [--unused-for DAYS] [--not-matching] | wait [KEY]
 #include <algorithm>
 #include <ctime>
 #include <iostream>
@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "commands.h"
+#include "inferenceutils/background.h"
 #include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
@@ -100,12 +101,43 @@ int List(const Invocation& invocation, const Store& store, bool json) {
     }
     rows.push_back(row);
   }
+  // Background builds (docs/progressive.md): rows with a "state" of "building", "interrupted"
+  // (the builder died) or "failed"; published runtimes have none.
+  nlohmann::json builds = nlohmann::json::array();
+  for (const BackgroundBuild& b : ListBackgroundBuilds(store)) {
+    nlohmann::json row = b.ToJson();
+    row["state"] = b.running ? "building" : "interrupted";
+    builds.push_back(row);
+  }
+  for (const BackgroundFailure& f : ListBackgroundFailures(store)) {
+    nlohmann::json row = f.ToJson();
+    row["state"] = "failed";
+    builds.push_back(row);
+  }
   if (json) {
+    for (const auto& row : builds) rows.push_back(row);
     std::cout << DumpJson(rows, 2) << "\n";
     return 0;
   }
+  auto print_builds = [&] {
+    for (const auto& b : builds) {
+      std::string state = b["state"].get<std::string>();
+      if (state == "failed") {
+        std::cout << absl::StrFormat("failed    %s %s at %s: %s\n          log: %s\n", b["key"].get<std::string>(),
+                                     b["backend"].get<std::string>(), b["failed"].get<std::string>(),
+                                     b["error"].get<std::string>().substr(0, b["error"].get<std::string>().find('\n')),
+                                     b["log"].get<std::string>());
+      } else {
+        std::cout << absl::StrFormat("%-9s %s %s since %s (pid %d, step: %s)\n          log: %s\n", state,
+                                     b["key"].get<std::string>(), b["backend"].get<std::string>(),
+                                     b["started"].get<std::string>(), b["pid"].get<long>(), b["step"].get<std::string>(),
+                                     b["log"].get<std::string>());
+      }
+    }
+  };
   if (rows.empty()) {
     std::cout << "no runtimes in " << store.root() << "\n";
+    print_builds();
     return 0;
   }
   std::cout << absl::StrFormat("%-18s %-8s %-7s %10s  %-14s %s\n", "KEY", "BACKEND", "SOURCE", "SIZE",
@@ -117,6 +149,8 @@ int List(const Invocation& invocation, const Store& store, bool json) {
                                  Ago(row["last_used"].get<int64_t>()),
                                  row["matches"].get<bool>() ? "yes" : "no");
   }
+  if (!builds.empty()) std::cout << "\nbackground builds:\n";
+  print_builds();
   return 0;
 }
 
@@ -171,7 +205,7 @@ absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, cons
 
 absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
   const auto& args = invocation.args;
-  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, build, rebuild, remove, prune, pack, push, pull");
+  if (args.empty()) return UsageError("runtime needs a subcommand: list, info, path, build, rebuild, remove, prune, pack, push, pull, wait");
   Store store(StoreRoot(invocation.options.home));
   const std::string& sub = args[0];
   std::vector<std::string> rest(args.begin() + 1, args.end());
@@ -200,12 +234,13 @@ absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
     return Provision(invocation, sub == "rebuild");
   }
   if (sub == "prune") return Prune(invocation, store, rest);
+  if (sub == "wait") return CmdRuntimeWait(invocation, rest);
   if (sub == "pack") return CmdRuntimePack(invocation, rest);
   if (sub == "build") return CmdRuntimeBuild(invocation, rest);
   if (sub == "push") return CmdRuntimePush(invocation, rest);
   if (sub == "pull") return CmdRuntimePull(invocation, rest);
   return UsageError(absl::StrCat("unknown runtime subcommand '", sub,
-                                 "' (list, info, path, build, rebuild, remove, prune, pack, push, pull)"));
+                                 "' (list, info, path, build, rebuild, remove, prune, pack, push, pull, wait)"));
 }
 
 }  // namespace iu

@@ -26,6 +26,9 @@ absl::StatusOr<int> CmdRuntimeBuild(const Invocation& invocation, const std::vec
 absl::StatusOr<int> CmdRuntimePush(const Invocation& invocation, const std::vector<std::string>& args);
 absl::StatusOr<int> CmdRuntimePull(const Invocation& invocation, const std::vector<std::string>& args);
 
+// runtime wait [KEY] (cmd_runtime_wait.cpp): until KEY's background build ends; args after "wait".
+absl::StatusOr<int> CmdRuntimeWait(const Invocation& invocation, const std::vector<std::string>& args);
+
 // A launcher with an app payload appended (see `app build`) runs that app: the whole command
 // line is the app's. Returns nullopt when this binary carries no payload (app.cpp).
 std::optional<absl::StatusOr<int>> MaybeRunApp(int argc, char** argv);

@@ -19,7 +19,7 @@ Commands:
   run -i SCRIPT             run, then the interactive prompt (any python option works after run)
   repl                      interactive prompt with line editing and history
   info [--json]             hardware, backend decision with reasons, build flags, store
-  runtime SUBCOMMAND        list | info KEY | path | build | rebuild | remove KEY | prune | pack | push | pull
+  runtime SUBCOMMAND        list | info KEY | path | build | rebuild | remove KEY | prune | pack | push | pull | wait
   doctor [--json]           what the runtime's native libraries loaded, from where; problems
   app build APP_DIR -o OUT  a single-file app: this launcher + the app + optional bundles
   kernel install|list|remove  a Jupyter kernel that starts through the launcher
@@ -40,6 +40,7 @@ Options (before the command or script; each also an INFERENCEUTILS_* variable, s
   --backend NAME            force cuda, rocm, metal, vulkan or cpu
   --bundle FILE|URL         a prebuilt runtime bundle to use before building (repeatable)
   --no-build                fail instead of building a runtime
+  --wait                    build the selected runtime now, never run on a fallback meanwhile
   --check-conflicts         after the program, report shared libraries loaded twice
   --system                  run in the base interpreter, without a runtime
   --python-env              accepted, no effect: PYTHON* variables count as for python3.11 (run -E ignores them)
@@ -95,6 +96,13 @@ constexpr char kRuntime[] = R"(usage: inferenceutils [OPTIONS] runtime SUBCOMMAN
   pull oci://HOST[:PORT]/REPO[:TAG] [--home DIR] [--insecure-registry]
                                 fill the store with the selected runtime from a registry's
                                 index (the best profile for this machine), never building
+  wait [KEY]                    until the background build of KEY (default: the selected
+                                runtime) ends: exit 0 published, 74 failed
+
+When the selected runtime needs a source build of its backend (e.g. CUDA) and a lower backend's
+runtime can be ready at once, a start runs on that one and builds the selected one in the
+background (docs/progressive.md); `list` shows it. --wait or INFERENCEUTILS_PROGRESSIVE=0 builds
+in the foreground instead.
 )";
 
 constexpr char kDoctor[] = R"(usage: inferenceutils [OPTIONS] doctor [--json]

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 
+#include "inferenceutils/background.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/python_home.h"
 
@@ -51,12 +52,25 @@ nlohmann::json InfoJson(const Facts& facts, const Decision& decision, const std:
     }
     runtimes.push_back(row);
   }
+  // Background builds (docs/progressive.md): under way, interrupted (the builder died), failed.
+  nlohmann::json builds = nlohmann::json::array();
+  for (const BackgroundBuild& b : ListBackgroundBuilds(Store(store))) {
+    nlohmann::json row = b.ToJson();
+    row["state"] = b.running ? "building" : "interrupted";
+    builds.push_back(row);
+  }
+  for (const BackgroundFailure& f : ListBackgroundFailures(Store(store))) {
+    nlohmann::json row = f.ToJson();
+    row["state"] = "failed";
+    builds.push_back(row);
+  }
   return {
       {"schema_version", kInfoSchemaVersion},
       {"launcher_version", IU_VERSION},
       {"facts", facts.ToJson()},
       {"decision", decision.ToJson()},
-      {"store", {{"root", store}, {"facts_cache", store + "/facts.json"}, {"runtimes", runtimes}}},
+      {"store", {{"root", store}, {"facts_cache", store + "/facts.json"}, {"runtimes", runtimes},
+                 {"background_builds", builds}}},
       {"python_home", PythonHomeJson()},
   };
 }

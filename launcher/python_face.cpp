@@ -55,7 +55,8 @@ std::string InfoDocument(const std::shared_ptr<const Manifest>& manifest, const 
   return DumpJson(doc);
 }
 
-std::string RuntimeDocument(const std::shared_ptr<const Manifest>& manifest, const Selection* selection) {
+std::string RuntimeDocument(const std::shared_ptr<const Manifest>& manifest, const Selection* selection,
+                            const nlohmann::json& pending) {
   const Manifest& m = *manifest;
   nlohmann::json distributions = nlohmann::json::array();
   for (const auto& [name, version] : m.distributions) distributions.push_back({{"name", name}, {"version", version}});
@@ -81,17 +82,21 @@ std::string RuntimeDocument(const std::shared_ptr<const Manifest>& manifest, con
       {"manifest", m.prefix + "/manifest.json"},
       {"launcher", SelfExecutable()},
       {"launcher_version", IU_VERSION},
+      {"fallback", !pending.is_null()},
+      {"pending", pending},
   });
 }
 
 }  // namespace
 
 void AttachPythonFace(const LauncherOptions& options, const Manifest& manifest, const Selection* selection,
-                      InterpreterConfig& config) {
+                      InterpreterConfig& config, nlohmann::json pending) {
   config.extra_paths.push_back(AssetsDir() + "/python");
   auto shared = std::make_shared<const Manifest>(manifest);
   config.documents["info"] = [shared, options, selection] { return InfoDocument(shared, options, selection); };
-  config.documents["runtime"] = [shared, selection] { return RuntimeDocument(shared, selection); };
+  config.documents["runtime"] = [shared, selection, pending = std::move(pending)] {
+    return RuntimeDocument(shared, selection, pending);
+  };
 }
 
 }  // namespace iu

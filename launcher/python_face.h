@@ -14,7 +14,9 @@ namespace iu {
 // `selection` is the run's selection (facts and decision already loaded), or nullptr when the
 // launcher runs as <runtime>/bin/python: the documents are then computed from the facts cache.
 // Must outlive RunPython when given. Costs a few string copies; nothing is serialised here.
+// `pending`: null, or the runtime the start selected when `manifest` is a fallback for it
+// (StartRuntime::PendingJson, docs/progressive.md).
 void AttachPythonFace(const LauncherOptions& options, const Manifest& manifest, const Selection* selection,
-                      InterpreterConfig& config);
+                      InterpreterConfig& config, nlohmann::json pending = nullptr);
 
 }  // namespace iu

@@ -487,8 +487,24 @@ void EnsurePythonLink(const std::string& prefix, const std::string& launcher) {
   }
 }
 
+bool PrebuiltWheelListed(const BuildRequest& request) {
+  std::vector<ProbeTarget> targets;
+  for (const auto& index : request.wheel_indexes) {
+    if (!request.offline || IsLocalSource(index)) targets.push_back({index, true});
+  }
+  if (request.backend_package.empty() || targets.empty()) return false;
+  for (const ProbeResult& r : ProbeSources(targets, request.backend_package, ProbeOptionsFor(request))) {
+    if (!r.reachable()) continue;
+    for (const auto& file : r.files) {
+      if (absl::EndsWith(file, ".whl")) return true;
+    }
+  }
+  return false;
+}
+
 absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& request,
-                                      const std::string& prefix, Progress& progress) {
+                                      const std::string& prefix, Progress& progress,
+                                      const std::function<absl::Status()>& before_source_build) {
   auto total_start = Clock::now();
   Manifest manifest;
   manifest.key = request.key;
@@ -515,7 +531,8 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
                                    "set INFERENCEUTILS_HOME (or --home) to a UTF-8 path"));
   }
   if (auto s = MakeDirs(store.root() + "/logs", ""); !s.ok()) return s;
-  manifest.log = absl::StrCat(store.root(), "/logs/", request.key, "-", std::time(nullptr), "-", getpid(), ".log");
+  manifest.log = !request.log.empty() ? request.log
+                                      : absl::StrCat(store.root(), "/logs/", request.key, "-", std::time(nullptr), "-", getpid(), ".log");
   int log_fd = open(manifest.log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (log_fd < 0) return StoreError(absl::StrCat("cannot write the build log ", manifest.log, ": ", std::strerror(errno)));
   struct CloseLog {
@@ -551,6 +568,14 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   if (!installed) {
     PipRun source_build;
     if (has_backend_package) {
+      if (before_source_build) {
+        if (absl::Status go = before_source_build(); !go.ok()) {
+          std::string line = absl::StrCat("\n# ", request.backend_package, " not built from source here: ", go.message(), "\n");
+          ssize_t ignored = write(log_fd, line.data(), line.size());
+          (void)ignored;
+          return go;
+        }
+      }
       source_build.extra_args = {"--no-binary", request.backend_package};
       progress.Note(absl::StrCat("building ", request.backend_package, " from source with ", FlagsText(request.build_env)));
     }

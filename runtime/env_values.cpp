@@ -87,6 +87,10 @@ absl::Status CheckEnvValues() {
     return v.status();
   }
   if (auto v = EnvBytes("INFERENCEUTILS_BUNDLE_MAX_BYTES", kDefaultBundleMaxBytes); !v.ok()) return v.status();
+  if (std::string v = Env("INFERENCEUTILS_PROGRESSIVE"); !v.empty() && v != "0" && v != "1") {
+    return ConfigError(absl::StrCat("INFERENCEUTILS_PROGRESSIVE='", v, "' is neither 0 nor 1; set it to 0 (build the ",
+                                    "selected runtime in the foreground), 1, or unset it (docs/progressive.md)"));
+  }
   if (std::string v = Env("INFERENCEUTILS_APP_TERMINAL"); !v.empty() && v != "0" && v != "1") {
     return ConfigError(absl::StrCat("INFERENCEUTILS_APP_TERMINAL='", v, "' is neither 0 nor 1; set it to 0 (no terminal), ",
                                     "1 (a terminal) or unset it"));

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <map>
 #include <cstring>
 #include <cstdlib>
 #include <mutex>
@@ -264,6 +265,41 @@ ProbeResult ProbeNetwork(const CurlApi& c, const ProbeTarget& target, const std:
   return r;
 }
 
+// Hosts that could not be reached earlier in this process (DNS, timeout, proxy, connect): asked
+// again for another index on the same host (a fallback's index after the selected backend's, the
+// diagnosis after pip failed), they fail the same way at once instead of costing the timeout again.
+std::mutex g_unreachable_mutex;
+std::map<std::string, ProbeResult>& Unreachable() {
+  static auto* hosts = new std::map<std::string, ProbeResult>();
+  return *hosts;
+}
+
+std::string ReachKey(const ProbeTarget& target, const ProbeOptions& options) {
+  return absl::StrCat(HostOf(target.url, true), "|", ProxyFor(target.url, options));
+}
+
+bool TransportFailure(const ProbeResult& r) {
+  return r.kind == "dns" || r.kind == "timeout" || r.kind == "proxy" || r.kind == "connect" || r.kind == "refused";
+}
+
+ProbeResult ProbeNetworkOnce(const CurlApi& c, const ProbeTarget& target, const std::string& project,
+                             const ProbeOptions& options) {
+  std::string key = ReachKey(target, options);
+  {
+    std::lock_guard<std::mutex> hold(g_unreachable_mutex);
+    auto it = Unreachable().find(key);
+    if (it != Unreachable().end()) {
+      return {target.url, it->second.kind, absl::StrCat(it->second.why, " (asked earlier in this start)"), {}};
+    }
+  }
+  ProbeResult r = ProbeNetwork(c, target, project, options);
+  if (TransportFailure(r)) {
+    std::lock_guard<std::mutex> hold(g_unreachable_mutex);
+    Unreachable().emplace(key, r);
+  }
+  return r;
+}
+
 }  // namespace
 
 std::vector<ProbeResult> ProbeSources(const std::vector<ProbeTarget>& targets, const std::string& project,
@@ -283,7 +319,7 @@ std::vector<ProbeResult> ProbeSources(const std::vector<ProbeTarget>& targets, c
       results[i] = {targets[i].url, "error", curl_error, {}};
       continue;
     }
-    threads.emplace_back([&, i] { results[i] = ProbeNetwork(*curl, targets[i], normalized, options); });
+    threads.emplace_back([&, i] { results[i] = ProbeNetworkOnce(*curl, targets[i], normalized, options); });
   }
   for (auto& thread : threads) thread.join();
   return results;

@@ -65,7 +65,8 @@ long LockHolderPid(const std::string& path) {
 }
 
 absl::StatusOr<FileLock> FileLock::Acquire(const std::string& path, absl::Duration timeout,
-                                           void (*on_wait)(void*, long), void* context) {
+                                           void (*on_wait)(void*, long), void* context,
+                                           const std::function<bool()>* give_up) {
   absl::StatusOr<int> fd = OpenLockFile(path);
   if (!fd.ok()) return fd.status();
   FileLock lock;
@@ -78,6 +79,10 @@ absl::StatusOr<FileLock> FileLock::Acquire(const std::string& path, absl::Durati
     absl::Time deadline = absl::Now() + timeout;
     absl::Duration pause = absl::Milliseconds(20);
     while (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+      if (give_up && *give_up && (*give_up)()) {
+        lock.Release();
+        return lock;
+      }
       if (absl::Now() >= deadline) {
         return WithExit(
             absl::DeadlineExceededError(absl::StrCat(
@@ -92,6 +97,14 @@ absl::StatusOr<FileLock> FileLock::Acquire(const std::string& path, absl::Durati
   }
   WritePid(*fd);
   return lock;
+}
+
+absl::StatusOr<FileLock> FileLock::ExclusiveUnless(const std::string& path, absl::Duration timeout,
+                                                   const std::function<void(long)>& on_wait,
+                                                   const std::function<bool()>& give_up) {
+  return Acquire(
+      path, timeout, [](void* context, long pid) { (*static_cast<const std::function<void(long)>*>(context))(pid); },
+      const_cast<std::function<void(long)>*>(&on_wait), &give_up);
 }
 
 absl::StatusOr<FileLock> FileLock::TryExclusive(const std::string& path) {

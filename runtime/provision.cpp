@@ -1,7 +1,10 @@
+#include "inferenceutils/background.h"
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/lock.h"
 #include "inferenceutils/provision.h"
+
+#include <unistd.h>
 
 #include <utility>
 
@@ -11,12 +14,20 @@
 namespace iu {
 namespace {
 
+constexpr char kBackgroundPayload[] = "inferenceutils/background";
+
 // The last step of a build or an unpack into `data_dir`: publish it as `key`, or, when that step
 // failed (or publishing does), remove every file of it.
 absl::StatusOr<Manifest> PublishOrDiscard(const Store& store, const std::string& key, const std::string& data_dir,
                                           absl::StatusOr<Manifest> manifest) {
   if (manifest.ok()) {
     if (auto status = store.Publish(key, data_dir); !status.ok()) manifest = status;
+  }
+  // A failed background build of the key, or one whose builder died, is history once the key is
+  // published here, under its lock (docs/progressive.md).
+  if (manifest.ok()) {
+    unlink(BackgroundFailurePath(store, key).c_str());
+    unlink(BackgroundRecordPath(store, key).c_str());
   }
   if (!manifest.ok()) RemoveTree(data_dir);
   return manifest;
@@ -77,6 +88,14 @@ absl::StatusOr<Manifest> TryBundles(const Store& store, const BuildRequest& requ
 
 }  // namespace
 
+absl::Status BackgroundStatus(absl::string_view message) {
+  absl::Status status = absl::UnavailableError(message);
+  status.SetPayload(kBackgroundPayload, absl::Cord("1"));
+  return status;
+}
+
+bool IsBackground(const absl::Status& status) { return status.GetPayload(kBackgroundPayload).has_value(); }
+
 absl::StatusOr<Manifest> EnsureRuntime(const Store& store, const BuildRequest& request,
                                        const ProvisionOptions& options, Progress& progress) {
   if (!options.rebuild) {
@@ -89,13 +108,17 @@ absl::StatusOr<Manifest> EnsureRuntime(const Store& store, const BuildRequest& r
   if (auto status = store.EnsureLayout(); !status.ok()) return status;
 
   bool waited = false;
-  absl::StatusOr<FileLock> lock = FileLock::Exclusive(
-      store.LockPath(request.key), options.lock_timeout, [&](long pid) {
+  absl::StatusOr<FileLock> lock = FileLock::ExclusiveUnless(
+      store.LockPath(request.key), options.lock_timeout,
+      [&](long pid) {
         waited = true;
+        if (options.stop_waiting && options.stop_waiting()) return;  // said by the caller
         progress.Note(absl::StrCat("waiting for another inferenceutils (pid ", pid,
                                    ") that is building runtime ", request.key));
-      });
+      },
+      options.stop_waiting);
   if (!lock.ok()) return lock.status();
+  if (!lock->held()) return BackgroundStatus(absl::StrCat("runtime ", request.key, " is being built in the background"));
 
   // Look again: the launcher we waited for may have built it.
   if (!options.rebuild || waited) {
@@ -117,7 +140,11 @@ absl::StatusOr<Manifest> EnsureRuntime(const Store& store, const BuildRequest& r
   }
   absl::StatusOr<std::string> data_dir = store.NewDataDir(request.key);
   if (!data_dir.ok()) return data_dir.status();
-  absl::StatusOr<Manifest> manifest = BuildRuntime(store, request, *data_dir, progress);
+  std::function<absl::Status()> before_source_build;
+  if (options.before_source_build) {
+    before_source_build = [&] { return options.before_source_build(*lock); };
+  }
+  absl::StatusOr<Manifest> manifest = BuildRuntime(store, request, *data_dir, progress, before_source_build);
   progress.Finish();
   return PublishOrDiscard(store, request.key, *data_dir, std::move(manifest));
 }

@@ -2,6 +2,7 @@
 // the shared "in use" lock that running launchers hold on the runtime they started in.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -24,6 +25,11 @@ class FileLock {
   template <typename OnWait>
   static absl::StatusOr<FileLock> Exclusive(const std::string& path, absl::Duration timeout,
                                             OnWait on_wait);
+  // The same, and `give_up()` is asked at each poll while waiting: true ends the wait with an
+  // empty lock (held() false) instead of the lock.
+  static absl::StatusOr<FileLock> ExclusiveUnless(const std::string& path, absl::Duration timeout,
+                                                  const std::function<void(long)>& on_wait,
+                                                  const std::function<bool()>& give_up);
   // Non-blocking: the lock, or nullopt-like empty lock (held() false) when someone holds it.
   static absl::StatusOr<FileLock> TryExclusive(const std::string& path);
   // Shared lock (non-blocking; an empty lock if an exclusive holder has it).
@@ -31,10 +37,13 @@ class FileLock {
 
   bool held() const { return fd_ >= 0; }
   void Release();
+  // The descriptor that holds the lock (a forked builder keeps it after its parent closes its copy).
+  int fd() const { return fd_; }
 
  private:
   static absl::StatusOr<FileLock> Acquire(const std::string& path, absl::Duration timeout,
-                                          void (*on_wait)(void*, long), void* context);
+                                          void (*on_wait)(void*, long), void* context,
+                                          const std::function<bool()>* give_up = nullptr);
   int fd_ = -1;
 };
 

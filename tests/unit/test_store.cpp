@@ -171,6 +171,73 @@ TEST_CASE("a lock is released when its holder dies") {
   iu::RemoveTree(dir);
 }
 
+TEST_CASE("a lock wait ends with an empty lock when give_up says so, and only then") {
+  std::string dir = TempDir();
+  std::string path = dir + "/z.lock";
+  std::string flag = dir + "/builder-started";
+  auto held = iu::FileLock::Exclusive(path, absl::Seconds(1), [](long) {});
+  REQUIRE(held.ok());
+  pid_t child = fork();
+  if (child == 0) {
+    long waited_for = 0;
+    // The flag appears before or while the child waits: either way the busy lock is noted once
+    // (on_wait) and give_up ends the wait (ignored, the child would time out after 30 s and fail).
+    auto lock = iu::FileLock::ExclusiveUnless(
+        path, absl::Seconds(30), [&](long pid) { waited_for = pid; },
+        [&] { return iu::PathExists(flag); });
+    _exit(lock.ok() && !lock->held() && waited_for == getppid() ? 0 : 1);
+  }
+  REQUIRE(iu::WriteFileAtomic(flag, "x").ok());
+  int status = 0;
+  waitpid(child, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // Without give_up returning true it times out as before.
+  pid_t second = fork();
+  if (second == 0) {
+    auto lock = iu::FileLock::ExclusiveUnless(path, absl::Milliseconds(100), [](long) {}, [] { return false; });
+    _exit(!lock.ok() && iu::ExitCodeOf(lock.status()) == iu::kExitLockTimeout ? 0 : 1);
+  }
+  waitpid(second, &status, 0);
+  CHECK(WEXITSTATUS(status) == 0);
+  iu::RemoveTree(dir);
+}
+
+TEST_CASE("a lock's descriptor kept by a forked child holds the lock after the parent releases it") {
+  std::string dir = TempDir();
+  std::string path = dir + "/h.lock";
+  auto held = iu::FileLock::Exclusive(path, absl::Seconds(1), [](long) {});
+  REQUIRE(held.ok());
+  int ready[2], done[2];
+  REQUIRE(pipe(ready) == 0);
+  REQUIRE(pipe(done) == 0);
+  pid_t child = fork();
+  if (child == 0) {  // the builder: keeps the inherited descriptor until told to end
+    close(ready[0]);
+    close(done[1]);
+    char c = 0;
+    (void)!write(ready[1], &c, 1);
+    (void)!read(done[0], &c, 1);
+    _exit(0);
+  }
+  close(ready[1]);
+  close(done[0]);
+  char c;
+  REQUIRE(read(ready[0], &c, 1) == 1);
+  held->Release();
+  auto probe = iu::FileLock::TryExclusive(path);
+  REQUIRE(probe.ok());
+  CHECK_FALSE(probe->held());  // still the child's
+  close(done[1]);
+  int status = 0;
+  waitpid(child, &status, 0);
+  auto after = iu::FileLock::TryExclusive(path);
+  REQUIRE(after.ok());
+  CHECK(after->held());
+  close(ready[0]);
+  iu::RemoveTree(dir);
+}
+
 TEST_CASE("an unwritable store names the path and the variable to set") {
   std::string dir = TempDir();
   REQUIRE(iu::WriteFileAtomic(dir + "/file", "x").ok());

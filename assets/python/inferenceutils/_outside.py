@@ -133,6 +133,7 @@ def runtime_document() -> dict:
         "requirements": spec["requirements"], "preload": spec["preload"], "libraries": spec["libraries"],
         "distributions": m.get("distributions", []), "spec": spec, "key_inputs": m.get("key_inputs"),
         "manifest": os.path.join(prefix, "manifest.json"), "launcher": _state["launcher"],
+        "fallback": False, "pending": None,
         "launcher_version": VERSION,
     }
 
