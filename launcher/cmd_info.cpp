@@ -170,12 +170,7 @@ std::string Human(const Facts& f, const Decision& d, const std::string& store) {
   out += "\nDecision\n";
   Line(out, "backend", absl::StrCat(d.backend, d.forced ? " (forced)" : ""));
   if (d.target.is_object()) {
-    std::vector<std::string> sms;
-    for (const auto& cc : d.target["cuda_archs"]) {
-      sms.push_back(absl::StrCat("sm_", absl::StrJoin(absl::StrSplit(cc.get<std::string>(), '.'), "")));
-    }
-    Line(out, "target", absl::StrCat(absl::StrJoin(sms, ", "), ", CUDA ", d.target["cuda"].get<std::string>(),
-                                     " (--cuda-arch: for machines with these GPUs, not this one)"));
+    Line(out, "target", absl::StrCat(TargetSummary(d.target), " (--cuda-arch: for machines with these GPUs, not this one)"));
   }
   for (size_t i = 0; i < d.reasons.size(); ++i) Line(out, i == 0 ? "why" : "", d.reasons[i]);
   for (const auto& [name, value] : d.build_env) Line(out, name, value);

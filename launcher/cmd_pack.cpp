@@ -10,6 +10,7 @@
 #include "inferenceutils/bundle.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
+#include "runtime_keys.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
@@ -57,29 +58,8 @@ absl::StatusOr<int> CmdRuntimePack(const Invocation& invocation, const std::vect
   }
   if (output.empty()) return UsageError("runtime pack needs -o FILE.tar.zst");
   Store store(StoreRoot(invocation.options.home));
-  if (key.empty()) {  // the runtime this machine and spec select
-    absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);
-    if (!selection.ok()) return selection.status();
-    key = selection->key;
-  } else {
-    std::string found;
-    for (const auto& entry : store.List()) {
-      if (entry.key == key || absl::StartsWith(entry.key, key)) {
-        if (!found.empty() && entry.key != key) {
-          return ConfigError(absl::StrCat("runtime key prefix '", key, "' is ambiguous; give more of the key"));
-        }
-        found = entry.key;
-        if (entry.key == key) break;
-      }
-    }
-    if (!found.empty()) key = found;
-  }
-  absl::StatusOr<Manifest> manifest = store.Lookup(key);
-  if (!manifest.ok()) {
-    return WithExit(absl::NotFoundError(absl::StrCat("no runtime '", key, "' in ", store.root(),
-                                                     " to pack; `inferenceutils runtime list` shows the keys")),
-                    kExitConfig);
-  }
+  absl::StatusOr<Manifest> manifest = RuntimeToUse(invocation, store, key, "pack");
+  if (!manifest.ok()) return manifest.status();
   TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
   absl::StatusOr<PackResult> packed = PackRuntime(manifest->prefix, output, options, progress);
   progress.Finish();

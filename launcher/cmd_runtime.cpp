@@ -13,6 +13,7 @@
 #include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
+#include "runtime_keys.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
@@ -50,34 +51,6 @@ std::string CurrentProfile(const Invocation& invocation) {
   Facts facts = LoadOrDetectFacts(StoreRoot(invocation.options.home), DetectOptionsFromEnv());
   absl::StatusOr<Decision> decision = Decide(facts, ForcedBackend(invocation.options), AssetsDir() + "/backends.toml");
   return decision.ok() ? decision->profile_key : "";
-}
-
-absl::StatusOr<std::string> ResolveKey(const Store& store, const std::string& given) {
-  // Keys are hex digests: anything else (an empty prefix would match every runtime, a path, a
-  // name with '/' or '..') names no runtime.
-  bool hex = !given.empty() && given.size() <= 64 &&
-             std::all_of(given.begin(), given.end(), [](char c) { return absl::ascii_isxdigit(c); });
-  if (!hex) {
-    return ConfigError(absl::StrCat("'", given, "' is not a runtime key (a key, or the first hex digits of one); ",
-                                    "`inferenceutils runtime list` shows the keys"));
-  }
-  std::string found;
-  for (const auto& entry : store.List()) {
-    if (entry.key == given) return given;
-    if (absl::StartsWith(entry.key, given)) {
-      if (!found.empty()) {
-        return ConfigError(absl::StrCat("runtime key prefix '", given, "' is ambiguous (", found, ", ",
-                                        entry.key, "); give more of the key"));
-      }
-      found = entry.key;
-    }
-  }
-  if (found.empty()) {
-    return WithExit(absl::NotFoundError(absl::StrCat("no runtime '", given, "' in ", store.root(),
-                                                     "; `inferenceutils runtime list` shows the keys")),
-                    kExitConfig);
-  }
-  return found;
 }
 
 int List(const Invocation& invocation, const Store& store, bool json) {
@@ -154,19 +127,6 @@ int List(const Invocation& invocation, const Store& store, bool json) {
   return 0;
 }
 
-absl::StatusOr<int> Provision(const Invocation& invocation, bool rebuild) {
-  absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);
-  if (!selection.ok()) return selection.status();
-  ProvisionOptions options = ProvisionOptionsFor(invocation.options);
-  options.rebuild = rebuild;
-  TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
-  absl::StatusOr<Manifest> manifest = EnsureRuntime(selection->store, selection->request, options, progress);
-  progress.Finish();
-  if (!manifest.ok()) return manifest.status();
-  std::cout << manifest->prefix << "\n";
-  return 0;
-}
-
 absl::StatusOr<int> Prune(const Invocation& invocation, const Store& store, const std::vector<std::string>& args) {
   int unused_days = -1;
   bool not_matching = false;
@@ -231,7 +191,7 @@ absl::StatusOr<int> CmdRuntime(const Invocation& invocation) {
   }
   if (sub == "path" || sub == "rebuild") {
     if (!rest.empty()) return UsageError(absl::StrCat("runtime ", sub, " takes no arguments"));
-    return Provision(invocation, sub == "rebuild");
+    return ProvisionSelected(invocation, sub == "rebuild", /*json=*/false, /*summary=*/false);
   }
   if (sub == "prune") return Prune(invocation, store, rest);
   if (sub == "wait") return CmdRuntimeWait(invocation, rest);

@@ -35,6 +35,10 @@ absl::StatusOr<int> CmdRuntimeBuild(const Invocation& given, const std::vector<s
                                      "[--rebuild] [--json])"));
     }
   }
+  return ProvisionSelected(invocation, rebuild, json, /*summary=*/true);
+}
+
+absl::StatusOr<int> ProvisionSelected(const Invocation& invocation, bool rebuild, bool json, bool summary) {
   absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);
   if (!selection.ok()) return selection.status();
   ProvisionOptions options = ProvisionOptionsFor(invocation.options);
@@ -45,22 +49,15 @@ absl::StatusOr<int> CmdRuntimeBuild(const Invocation& given, const std::vector<s
   if (!manifest.ok()) return manifest.status();
 
   const Decision& d = selection->decision;
-  std::string made_for = "this machine";
-  if (d.target.is_object()) {
-    std::vector<std::string> sms;
-    for (const auto& cc : d.target["cuda_archs"]) {
-      sms.push_back(absl::StrCat("sm_", absl::StrJoin(absl::StrSplit(cc.get<std::string>(), '.'), "")));
-    }
-    made_for = absl::StrCat("machines with ", absl::StrJoin(sms, ", "), " and a driver for CUDA ",
-                            d.target["cuda"].get<std::string>(), " or newer");
-  }
+  std::string made_for = d.target.is_object() ? absl::StrCat("machines with ", TargetSummary(d.target), " or newer")
+                                              : "this machine";
   if (json) {
     nlohmann::json out = {{"key", manifest->key},   {"prefix", manifest->prefix}, {"backend", manifest->backend},
                           {"profile_key", d.profile_key}, {"target", d.target},     {"source", manifest->source}};
     std::cout << DumpJson(out, 2) << "\n";
   } else {
     std::cout << manifest->prefix << "\n";
-    if (!invocation.options.quiet) {
+    if (summary && !invocation.options.quiet) {
       std::cerr << "runtime " << manifest->key << " (" << manifest->backend << ", for " << made_for
                 << "); `inferenceutils runtime pack " << manifest->key.substr(0, 12)
                 << " -o FILE.tar.zst` makes its bundle\n";

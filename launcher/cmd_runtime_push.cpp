@@ -12,6 +12,7 @@
 #include "inferenceutils/errors.h"
 #include "inferenceutils/oci.h"
 #include "inferenceutils/paths.h"
+#include "runtime_keys.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
@@ -69,29 +70,8 @@ absl::StatusOr<int> CmdRuntimePush(const Invocation& invocation, const std::vect
     return ConfigError(absl::StrCat("push needs a tag, not a digest: ", reference, " (oci://HOST/REPO:TAG)"));
   }
   Store store(StoreRoot(invocation.options.home));
-  if (key.empty()) {  // the runtime this machine and spec select
-    absl::StatusOr<Selection> selection = Select(invocation, std::nullopt);
-    if (!selection.ok()) return selection.status();
-    key = selection->key;
-  } else {
-    std::string found;
-    for (const auto& entry : store.List()) {
-      if (entry.key == key || absl::StartsWith(entry.key, key)) {
-        if (!found.empty() && entry.key != key) {
-          return ConfigError(absl::StrCat("runtime key prefix '", key, "' is ambiguous; give more of the key"));
-        }
-        found = entry.key;
-        if (entry.key == key) break;
-      }
-    }
-    if (!found.empty()) key = found;
-  }
-  absl::StatusOr<Manifest> manifest = store.Lookup(key);
-  if (!manifest.ok()) {
-    return WithExit(absl::NotFoundError(absl::StrCat("no runtime '", key, "' in ", store.root(),
-                                                     " to push; `inferenceutils runtime list` shows the keys")),
-                    kExitConfig);
-  }
+  absl::StatusOr<Manifest> manifest = RuntimeToUse(invocation, store, key, "push");
+  if (!manifest.ok()) return manifest.status();
   TerminalProgress progress(invocation.options.quiet, invocation.options.verbose);
   absl::StatusOr<OciPushResult> pushed = PushRuntime(store, manifest->prefix, *ref, options, progress);
   progress.Finish();

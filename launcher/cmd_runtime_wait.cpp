@@ -12,6 +12,7 @@
 #include "inferenceutils/errors.h"
 #include "inferenceutils/lock.h"
 #include "inferenceutils/paths.h"
+#include "runtime_keys.h"
 #include "selection.h"
 #include "terminal_progress.h"
 
@@ -21,33 +22,12 @@ namespace {
 // A key or the first hex digits of one, among the background builds, their failures and the
 // published runtimes.
 absl::StatusOr<std::string> ResolveWaitKey(const Store& store, const std::string& given) {
-  bool hex = !given.empty() && given.size() <= 64 &&
-             std::all_of(given.begin(), given.end(), [](char c) { return absl::ascii_isxdigit(c); });
-  if (!hex) {
-    return ConfigError(absl::StrCat("'", given, "' is not a runtime key (a key, or the first hex digits of one); ",
-                                    "`inferenceutils runtime list` shows the keys and the background builds"));
-  }
   std::vector<std::string> keys;
   for (const auto& b : ListBackgroundBuilds(store)) keys.push_back(b.key);
   for (const auto& f : ListBackgroundFailures(store)) keys.push_back(f.key);
   for (const auto& e : store.List()) keys.push_back(e.key);
-  std::sort(keys.begin(), keys.end());
-  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  std::string found;
-  for (const auto& key : keys) {
-    if (key == given) return key;
-    if (!absl::StartsWith(key, given)) continue;
-    if (!found.empty()) {
-      return ConfigError(absl::StrCat("runtime key prefix '", given, "' is ambiguous (", found, ", ", key,
-                                      "); give more of the key"));
-    }
-    found = key;
-  }
-  if (found.empty()) {
-    return ConfigError(absl::StrCat("no background build and no runtime '", given, "' in ", store.root(),
-                                    "; `inferenceutils runtime list` shows the keys"));
-  }
-  return found;
+  return MatchKey(keys, given, absl::StrCat("no background build and no runtime '", given, "' in ", store.root()),
+                  "`inferenceutils runtime list` shows the keys and the background builds");
 }
 
 }  // namespace

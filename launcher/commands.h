@@ -22,6 +22,9 @@ absl::StatusOr<int> CmdKernel(const Invocation& invocation);   // kernel install
 absl::StatusOr<int> CmdRuntimePack(const Invocation& invocation, const std::vector<std::string>& args);
 // runtime build [--backend NAME] [--cuda-arch LIST [--cuda X.Y]] (cmd_runtime_build.cpp)
 absl::StatusOr<int> CmdRuntimeBuild(const Invocation& invocation, const std::vector<std::string>& args);
+// The selected runtime, built in the foreground if needed; prints its prefix (runtime path,
+// rebuild), or its key and prefix as JSON; `summary`: a line on stderr saying what it is for.
+absl::StatusOr<int> ProvisionSelected(const Invocation& invocation, bool rebuild, bool json, bool summary);
 // runtime push [KEY] oci://… (cmd_runtime_push.cpp), runtime pull oci://… (cmd_runtime_pull.cpp).
 absl::StatusOr<int> CmdRuntimePush(const Invocation& invocation, const std::vector<std::string>& args);
 absl::StatusOr<int> CmdRuntimePull(const Invocation& invocation, const std::vector<std::string>& args);

@@ -20,6 +20,15 @@ nlohmann::json TargetProfile::ToJson() const {
   return {{"backend", "cuda"}, {"cuda_archs", cuda_archs}, {"cuda", cuda}};
 }
 
+std::string TargetSummary(const nlohmann::json& target) {
+  std::vector<std::string> sms;
+  if (!target.is_object()) return "";
+  for (const auto& cc : target.value("cuda_archs", nlohmann::json::array())) {
+    if (cc.is_string()) sms.push_back(absl::StrCat("sm_", absl::StrJoin(absl::StrSplit(cc.get<std::string>(), '.'), "")));
+  }
+  return absl::StrCat(absl::StrJoin(sms, ", "), ", CUDA ", target.value("cuda", ""));
+}
+
 absl::StatusOr<std::vector<std::string>> ParseCudaArchs(const std::string& text) {
   std::set<std::pair<int, int>> archs;
   for (absl::string_view part : absl::StrSplit(text, absl::ByAnyChar(",; "), absl::SkipWhitespace())) {

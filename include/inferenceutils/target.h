@@ -20,6 +20,9 @@ struct TargetProfile {
   nlohmann::json ToJson() const;  // {"backend": "cuda", "cuda_archs": [...], "cuda": "12.4"}; null when empty
 };
 
+// "sm_86, sm_90, CUDA 12.4" from a TargetProfile::ToJson() (info, runtime build).
+std::string TargetSummary(const nlohmann::json& target);
+
 // "86,90" / "8.6;9.0" / "sm_86" → {"8.6", "9.0"}. A bad list is a usage error (kExitUsage).
 absl::StatusOr<std::vector<std::string>> ParseCudaArchs(const std::string& text);
 // "12.4" → "12.4"; anything but MAJOR.MINOR is a usage error.
