@@ -33,6 +33,13 @@
 namespace iu {
 namespace {
 
+// The CUDA toolkit's stub directory a build links against when this machine has no driver
+// library (backend.cpp puts it in LIBRARY_PATH); "" otherwise.
+std::string CudaStubsOf(const BuildRequest& request) {
+  auto it = request.build_env.find("LIBRARY_PATH");
+  return it != request.build_env.end() && absl::EndsWith(it->second, "/stubs") ? it->second : "";
+}
+
 using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
@@ -187,10 +194,9 @@ absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::str
   std::vector<std::string> connection;
   for (const auto& [name, value] : request.pip_env) connection.push_back(absl::StrCat(name, "=", value));
   std::string stub_note;
-  if (auto it = request.build_env.find("LIBRARY_PATH"); it != request.build_env.end() &&
-                                                        absl::EndsWith(it->second, "/stubs")) {
+  if (std::string stubs = CudaStubsOf(request); !stubs.empty()) {
     stub_note = absl::StrCat("\n# no NVIDIA driver library (libcuda.so.1) here: linking against the CUDA toolkit's stub ",
-                             it->second, "/libcuda.so, for this build only (not on the runtime's library path)");
+                             stubs, "/libcuda.so, for this build only (not on the runtime's library path)");
   }
   std::string header = absl::StrCat(stub_note, "\n$ ", FlagsText(request.build_env), " ", absl::StrJoin(connection, " "),
                                     connection.empty() ? "" : " ", absl::StrJoin(argv, " "), "\n");
@@ -599,7 +605,27 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   verify.argv.insert(verify.argv.end(), request.preload.begin(), request.preload.end());
   verify.unset_prefixes = {"PYTHON"};
   verify.log_fd = log_fd;
+  // No driver library here (a build host): what the build linked against libcuda.so.1 cannot be
+  // loaded without one, so the verification (only) finds the toolkit's stub under that name, in
+  // a directory of the data dir removed right after (with the data dir if the build dies). Where
+  // the runtime runs, the driver's is used.
+  std::string verify_stubs;
+  if (std::string stubs = CudaStubsOf(request); !stubs.empty() && IsRegularFile(stubs + "/libcuda.so")) {
+    verify_stubs = absl::StrCat(prefix, "/.iu-verify-stubs");
+    if (mkdir(verify_stubs.c_str(), 0700) == 0 &&
+        symlink((stubs + "/libcuda.so").c_str(), (verify_stubs + "/libcuda.so.1").c_str()) == 0) {
+      verify.set_env["LD_LIBRARY_PATH"] = verify_stubs;
+      std::string note = absl::StrCat("# verifying with the toolkit's stub ", stubs,
+                                      "/libcuda.so as libcuda.so.1 (no driver here; not kept in the runtime)\n");
+      ssize_t ignored = write(log_fd, note.data(), note.size());
+      (void)ignored;
+    }
+  }
   absl::StatusOr<ProcessResult> verified = RunProcess(verify);
+  if (!verify_stubs.empty()) {
+    unlink((verify_stubs + "/libcuda.so.1").c_str());
+    rmdir(verify_stubs.c_str());
+  }
   if (!verified.ok()) return verified.status();
   if (verified->interrupted) return Interrupted(request, manifest.log);
   size_t mark = verified->output.rfind("IU-VERIFY ");

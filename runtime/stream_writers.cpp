@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/str_cat.h"
+
 namespace iu {
 
 bool HashingWriter::Write(absl::string_view data) {
@@ -21,6 +23,19 @@ bool HashingWriter::Write(absl::string_view data) {
     off += static_cast<size_t>(n);
   }
   written += data.size();
+  return true;
+}
+
+bool ZstdSink::Start(int level, int workers) {
+  cctx = ZSTD_createCCtx();
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  size_t set = ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, workers < 1 ? 1 : workers);
+  if (ZSTD_isError(set)) {
+    error = absl::StrCat("the zstd library has no multi-threading (", ZSTD_getErrorName(set),
+                         "); link inferenceutils against a libzstd built with it (Debian's libzstd.so.1)");
+    return false;
+  }
   return true;
 }
 

@@ -33,6 +33,10 @@ struct ZstdSink {
   uint64_t size = 0;                            // compressed bytes handed to `out`
   std::string error;
 
+  // A compression context at `level` with a checksum and `workers` (>= 1) threads: zstd's
+  // multi-threaded output does not depend on the count, so the bytes are the same on any machine.
+  // False (and `error`) when this libzstd has no multi-threading.
+  bool Start(int level, int workers);
   bool Emit(const void* data, size_t size, ZSTD_EndDirective mode);
   bool Finish() { return Emit(nullptr, 0, ZSTD_e_end); }
   static la_ssize_t ArchiveWrite(struct archive*, void* sink, const void* data, size_t size);

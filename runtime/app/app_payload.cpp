@@ -517,10 +517,7 @@ absl::StatusOr<AppBuildResult> BuildApp(const AppBuildRequest& request, Progress
     if (!payload.Write(chunk)) sink.error = payload.error;
     return payload.error.empty();
   };
-  sink.cctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_checksumFlag, 1);
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_nbWorkers, 2);
+  sink.Start(level, 2);
   struct archive* a = NewTarWriter(&sink);
   absl::Status failure;
   auto fail = [&](absl::string_view what) {

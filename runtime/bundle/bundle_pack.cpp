@@ -295,20 +295,11 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
     if (!file.Write(chunk)) sink.error = file.error;
     return file.error.empty();
   };
-  sink.cctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_compressionLevel, options.level);
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_checksumFlag, 1);
-  // Always >= 1 worker: zstd's multi-threaded output does not depend on the worker count, so the
-  // bytes are the same on any machine.
-  size_t workers = ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_nbWorkers, options.threads > 0 ? options.threads : cores);
-  if (ZSTD_isError(workers)) {
+  if (!sink.Start(options.level, options.threads > 0 ? options.threads : cores)) {
     ZSTD_freeCCtx(sink.cctx);
     close(file.fd);
     unlink(tmp.c_str());
-    return WithExit(absl::FailedPreconditionError(absl::StrCat(
-                        "the zstd library has no multi-threading (", ZSTD_getErrorName(workers),
-                        "); link inferenceutils against a libzstd built with it (Debian's libzstd.so.1)")),
-                    kExitInternal);
+    return WithExit(absl::FailedPreconditionError(sink.error), kExitInternal);
   }
 
   struct archive* a = NewTarWriter(&sink);

@@ -127,12 +127,7 @@ absl::StatusOr<LayerBlob> WriteLayer(const bundle_internal::PackPlan& plan, cons
     if (!file.Write(chunk)) sink.error = file.error;
     return file.error.empty();
   };
-  sink.cctx = ZSTD_createCCtx();
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_compressionLevel, options.level);
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_checksumFlag, 1);
-  // >= 1 worker: zstd's multi-threaded output does not depend on the count (same bytes anywhere).
-  ZSTD_CCtx_setParameter(sink.cctx, ZSTD_c_nbWorkers,
-                         options.threads > 0 ? options.threads : bundle_internal::UsableCores());
+  sink.Start(options.level, options.threads > 0 ? options.threads : bundle_internal::UsableCores());
   struct archive* a = NewTarWriter(&sink);
   std::string failure;
   std::string buf(1 << 20, '\0');

@@ -4,6 +4,8 @@ decides and keys the CUDA runtime for machines with the given GPUs (`runtime bui
 takes it offline without building; one with another GPU refuses it, saying why."""
 import json
 import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +114,31 @@ def test_bad_target_options_say_what_and_build_nothing(tmp_path, build_host, fix
     for word in words:
         assert word in err, err
     assert runtime_dirs(tmp_path / "store")["runtimes"] == {}
+
+
+def test_a_build_host_verifies_a_cuda_build_that_needs_the_driver_with_the_stub(tmp_path, build_host, fixture_index):
+    """The real libggml-cuda.so needs libcuda.so.1 at load time: without a driver the runtime's
+    check (importing the preload) would fail after the whole build. The verification alone finds
+    the toolkit's stub as libcuda.so.1; the runtime itself never does."""
+    stub_c = tmp_path / "stub.c"
+    stub_c.write_text("int cuInit(unsigned flags) { (void)flags; return 34; /* CUDA_ERROR_STUB_LIBRARY */ }\n")
+    stub = build_host["root"] / "usr" / "local" / "cuda" / "lib64" / "stubs" / "libcuda.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libcuda.so.1", "-o", str(stub), str(stub_c)], check=True)
+    spec = fixture_index.write_spec(tmp_path / "spec.toml", ["llama-cpp-python"], ["llama_cpp"],
+                                    backends={"cuda": {"wheel_indexes": []}})
+    env = dict(build_host["env"], IU_FIXTURE_LINK_LIBCUDA="1")
+    proc = run(["--spec", spec, "runtime", "build", "--cuda-arch", "86", "--json"], env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    built = json.loads(proc.stdout)
+    prefix = Path(built["prefix"])
+    lib = prefix / "lib" / "python3.11" / "site-packages" / "llama_cpp" / "lib" / "libggml-cuda.so"
+    assert "libcuda.so.1" in subprocess.run(["readelf", "-d", str(lib)], capture_output=True, text=True).stdout
+    manifest = json.loads(run(["runtime", "info", built["key"]], env, check_rc=0).stdout)
+    log = Path(manifest["log"]).read_text()
+    assert f"verifying with the toolkit's stub {stub.parent}/libcuda.so as libcuda.so.1" in log
+    assert not (prefix / ".iu-verify-stubs").exists()
+    assert not any("stubs" in lib for lib in manifest["libraries"])
+    # The runtime itself does not see the stub: on this driverless host its python cannot load it.
+    proc = subprocess.run([str(prefix / "bin" / "python"), "-c", "import llama_cpp"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "libcuda.so.1" in proc.stderr, proc.stderr
