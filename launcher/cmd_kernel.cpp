@@ -21,6 +21,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "commands.h"
+#include "inferenceutils/env_values.h"
 #include "inferenceutils/json_text.h"
 #include "inferenceutils/errors.h"
 #include "inferenceutils/paths.h"
@@ -35,11 +36,6 @@ constexpr char kUsage[] =
     "usage: inferenceutils [OPTIONS] kernel install [--name NAME] [--display-name TEXT] [--user | --prefix DIR]\n"
     "       inferenceutils kernel list [--json]\n"
     "       inferenceutils kernel remove NAME [--user | --prefix DIR]";
-
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
-}
 
 std::string UserDataDir() {
   std::string dir = Env("JUPYTER_DATA_DIR");

@@ -12,14 +12,6 @@
 #include "inferenceutils/python_home.h"
 
 namespace iu {
-namespace {
-
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
-}
-
-}  // namespace
 
 std::string ForcedBackend(const LauncherOptions& options) {
   std::string backend = options.backend.empty() ? Env("INFERENCEUTILS_BACKEND") : options.backend;
@@ -129,6 +121,7 @@ absl::StatusOr<Selection> SelectFor(const Invocation& invocation, const std::opt
   // decision < the spec's build_env < its [backends.<chosen>] table.
   ApplyBackendSettings(s.spec, s.decision.backend, &r.build_env, &r.wheel_indexes);
   r.backend = s.decision.backend;
+  r.cuda_stubs = s.decision.cuda_stubs;
   r.profile_key = s.decision.profile_key;
   r.decision = s.decision.ToJson();
   r.launcher = CurrentHome().launcher;

@@ -429,6 +429,7 @@ absl::StatusOr<Decision> Decide(const Facts& facts, const std::string& forced_ba
     args.push_back(absl::StrCat("-DCMAKE_EXE_LINKER_FLAGS=-Wl,-L", dir, ",--allow-shlib-undefined"));
     args.push_back(absl::StrCat("-DCMAKE_SHARED_LINKER_FLAGS=-Wl,-L", dir));
     decision.build_env["LIBRARY_PATH"] = dir;
+    decision.cuda_stubs = dir;
     decision.reasons.push_back(absl::StrCat("no driver library (libcuda.so.1): the build links against the toolkit's stub ",
                                             dir, "/libcuda.so (link path only, not the runtime's)"));
   }

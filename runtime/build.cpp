@@ -33,13 +33,6 @@
 namespace iu {
 namespace {
 
-// The CUDA toolkit's stub directory a build links against when this machine has no driver
-// library (backend.cpp puts it in LIBRARY_PATH); "" otherwise.
-std::string CudaStubsOf(const BuildRequest& request) {
-  auto it = request.build_env.find("LIBRARY_PATH");
-  return it != request.build_env.end() && absl::EndsWith(it->second, "/stubs") ? it->second : "";
-}
-
 using Clock = std::chrono::steady_clock;
 
 double SecondsSince(Clock::time_point start) {
@@ -194,7 +187,7 @@ absl::StatusOr<ProcessResult> RunPip(const BuildRequest& request, const std::str
   std::vector<std::string> connection;
   for (const auto& [name, value] : request.pip_env) connection.push_back(absl::StrCat(name, "=", value));
   std::string stub_note;
-  if (std::string stubs = CudaStubsOf(request); !stubs.empty()) {
+  if (const std::string& stubs = request.cuda_stubs; !stubs.empty()) {
     stub_note = absl::StrCat("\n# no NVIDIA driver library (libcuda.so.1) here: linking against the CUDA toolkit's stub ",
                              stubs, "/libcuda.so, for this build only (not on the runtime's library path)");
   }
@@ -610,7 +603,7 @@ absl::StatusOr<Manifest> BuildRuntime(const Store& store, const BuildRequest& re
   // a directory of the data dir removed right after (with the data dir if the build dies). Where
   // the runtime runs, the driver's is used.
   std::string verify_stubs;
-  if (std::string stubs = CudaStubsOf(request); !stubs.empty() && IsRegularFile(stubs + "/libcuda.so")) {
+  if (const std::string& stubs = request.cuda_stubs; !stubs.empty() && IsRegularFile(stubs + "/libcuda.so")) {
     verify_stubs = absl::StrCat(prefix, "/.iu-verify-stubs");
     if (mkdir(verify_stubs.c_str(), 0700) == 0 &&
         symlink((stubs + "/libcuda.so").c_str(), (verify_stubs + "/libcuda.so.1").c_str()) == 0) {

@@ -10,14 +10,11 @@
 #include "inferenceutils/errors.h"
 
 namespace iu {
-namespace {
 
 std::string Env(const char* name) {
   const char* value = std::getenv(name);
   return value ? value : "";
 }
-
-}  // namespace
 
 absl::StatusOr<absl::Duration> ParseSeconds(const std::string& name, const std::string& value,
                                             absl::Duration minimum) {

@@ -23,6 +23,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "inferenceutils/env_values.h"
 #include "inferenceutils/paths.h"
 #include "inferenceutils/spec.h"
 
@@ -142,11 +143,6 @@ std::string HostOf(const std::string& url, bool with_port) {
   if (size_t at = rest.rfind('@'); at != absl::string_view::npos) rest.remove_prefix(at + 1);
   if (!with_port && !absl::StartsWith(rest, "[")) rest = rest.substr(0, rest.find(':'));
   return std::string(rest);
-}
-
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? value : "";
 }
 
 // The proxy pip (requests) would use for `url`: pip's proxy option, else <scheme>_proxy

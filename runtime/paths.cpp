@@ -13,14 +13,11 @@
 
 #include "absl/strings/str_cat.h"
 #include "inferenceutils/errors.h"
+#include "inferenceutils/env_values.h"
 
 namespace iu {
 namespace {
 
-std::string Env(const char* name) {
-  const char* value = std::getenv(name);
-  return value ? std::string(value) : std::string();
-}
 
 std::string HomeDir() {
   std::string home = Env("HOME");

@@ -39,6 +39,13 @@ bool ZstdSink::Start(int level, int workers) {
   return true;
 }
 
+void ZstdSink::WriteTo(HashingWriter* file) {
+  out = [this, file](absl::string_view chunk) {
+    if (!file->Write(chunk)) error = file->error;
+    return file->error.empty();
+  };
+}
+
 bool ZstdSink::Emit(const void* data, size_t length, ZSTD_EndDirective mode) {
   if (buffer_.empty()) buffer_.resize(ZSTD_CStreamOutSize() * 4);
   ZSTD_inBuffer in{data, length, 0};

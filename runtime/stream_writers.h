@@ -37,6 +37,8 @@ struct ZstdSink {
   // multi-threaded output does not depend on the count, so the bytes are the same on any machine.
   // False (and `error`) when this libzstd has no multi-threading.
   bool Start(int level, int workers);
+  // Sends the compressed chunks to `file` (its write error stops the stream).
+  void WriteTo(HashingWriter* file);
   bool Emit(const void* data, size_t size, ZSTD_EndDirective mode);
   bool Finish() { return Emit(nullptr, 0, ZSTD_e_end); }
   static la_ssize_t ArchiveWrite(struct archive*, void* sink, const void* data, size_t size);

@@ -26,6 +26,7 @@ struct Decision {
   std::vector<std::string> reasons;             // chosen backend first, then the others
   std::vector<BackendCheck> considered;         // in preference order
   std::map<std::string, std::string> build_env; // for a source build, e.g. CMAKE_ARGS
+  std::string cuda_stubs;                       // no driver library here: the toolkit's stub dir the build uses, or ""
   std::vector<std::string> wheel_indexes;       // prebuilt index URLs, best first
   std::vector<std::string> wheel_tags;          // their tags ("cu124"), same order
   bool source_build_possible = false;           // the toolchain the backend needs is present

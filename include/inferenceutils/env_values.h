@@ -11,6 +11,9 @@
 
 namespace iu {
 
+// The variable `name`, "" when unset.
+std::string Env(const char* name);
+
 // A duration in seconds: a whole or decimal number >= `minimum` ("0" = do not wait, "1.5").
 absl::StatusOr<absl::Duration> ParseSeconds(const std::string& name, const std::string& value,
                                             absl::Duration minimum = absl::ZeroDuration());

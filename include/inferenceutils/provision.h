@@ -34,6 +34,7 @@ struct BuildRequest {
   std::map<std::string, std::string> pip_env_origins;  // pip option -> where it was set
   std::map<std::string, std::string> build_env;  // CMAKE_ARGS etc. for pip and its builds
   std::vector<std::string> wheel_indexes;     // prebuilt indexes for backend_package, best first
+  std::string cuda_stubs;                     // Decision::cuda_stubs: link and import check only, never the runtime's
   std::string backend;
   std::string profile_key;
   nlohmann::json decision;

@@ -291,10 +291,7 @@ absl::StatusOr<PackResult> PackRuntime(const std::string& prefix, const std::str
   file.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (file.fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   ZstdSink sink;
-  sink.out = [&](absl::string_view chunk) {
-    if (!file.Write(chunk)) sink.error = file.error;
-    return file.error.empty();
-  };
+  sink.WriteTo(&file);
   if (!sink.Start(options.level, options.threads > 0 ? options.threads : cores)) {
     ZSTD_freeCCtx(sink.cctx);
     close(file.fd);

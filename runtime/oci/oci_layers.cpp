@@ -123,10 +123,7 @@ absl::StatusOr<LayerBlob> WriteLayer(const bundle_internal::PackPlan& plan, cons
   file.fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (file.fd < 0) return StoreError(absl::StrCat("cannot write ", tmp, ": ", std::strerror(errno)));
   ZstdSink sink;
-  sink.out = [&](absl::string_view chunk) {
-    if (!file.Write(chunk)) sink.error = file.error;
-    return file.error.empty();
-  };
+  sink.WriteTo(&file);
   sink.Start(options.level, options.threads > 0 ? options.threads : bundle_internal::UsableCores());
   struct archive* a = NewTarWriter(&sink);
   std::string failure;

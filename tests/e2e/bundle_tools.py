@@ -38,21 +38,23 @@ def read(path: Path):
     return manifest, members
 
 
-def write(path: Path, manifest: dict, members, raw_tail: bytes = b"") -> Path:
-    """A bundle from a manifest and members (TarInfo, data); sizes of regular members follow data."""
+def tar_of(members) -> bytes:
+    """An uncompressed pax tar of members (TarInfo, bytes|None); sizes of regular members follow data."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
-        text = json.dumps(manifest).encode()
-        info = tarfile.TarInfo(MANIFEST)
-        info.size = len(text)
-        tar.addfile(info, io.BytesIO(text))
         for info, data in members:
             if data is not None:
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
             else:
                 tar.addfile(info)
-    return compress(buf.getvalue() + raw_tail, path)
+    return buf.getvalue()
+
+
+def write(path: Path, manifest: dict, members, raw_tail: bytes = b"") -> Path:
+    """A bundle from a manifest and members (TarInfo, data); sizes of regular members follow data."""
+    head = (tarfile.TarInfo(MANIFEST), json.dumps(manifest).encode())
+    return compress(tar_of([head, *members]) + raw_tail, path)
 
 
 def file_entry(manifest: dict, path: str) -> dict:

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import tarfile
 import subprocess
 import sys
 import sysconfig
@@ -83,6 +84,20 @@ def _toml_value(value) -> str:
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{_toml_string(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def write_sdist(directory: Path, name: str, version: str, files: dict) -> Path:
+    """An sdist `<name>-<version>.tar.gz` (name with underscores) in `directory`: `files` (relative
+    path → text) plus PKG-INFO, under the `<name>-<version>/` folder pip expects."""
+    src = Path(directory) / f"{name}-{version}"
+    for rel, text in {**files, "PKG-INFO": f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: {version}\n"}.items():
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(text)
+    sdist = Path(directory) / f"{name}-{version}.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(src, arcname=src.name)
+    shutil.rmtree(src)
+    return sdist
 
 
 def write_spec(path, requirements, preload=(), url=None, *, index=None, extra_index_urls=None,

@@ -5,12 +5,12 @@ import json
 import os
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from conftest import BASE_PYTHON, BIN, clean_env, run
+from fixture_index import write_sdist
 from semantics_runtime import env, warm_runtime  # noqa: F401  (pytest fixtures)
 
 HOME = BIN.parent.parent / "lib" / "inferenceutils" / "python3.11"
@@ -23,17 +23,10 @@ def runtime_python(env) -> Path:
 
 def _sdist(directory: Path) -> Path:
     """iu-sdist-demo 1.0: a setuptools sdist pip builds in an isolated environment (PYTHONPATH)."""
-    src = directory / "iu_sdist_demo-1.0"
-    (src / "iu_sdist_demo").mkdir(parents=True)
-    (src / "iu_sdist_demo" / "__init__.py").write_text("VALUE = 'built from the sdist'\n")
-    (src / "pyproject.toml").write_text('[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
-                                        '[project]\nname = "iu-sdist-demo"\nversion = "1.0"\n')
-    (src / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: iu-sdist-demo\nVersion: 1.0\n")
-    sdist = directory / "iu_sdist_demo-1.0.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        tar.add(src, arcname=src.name)
-    shutil.rmtree(src)
-    return sdist
+    return write_sdist(directory, "iu_sdist_demo", "1.0", {
+        "iu_sdist_demo/__init__.py": "VALUE = 'built from the sdist'\n",
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+                          '[project]\nname = "iu-sdist-demo"\nversion = "1.0"\n'})
 
 
 def test_1_pip_installs_an_sdist_into_the_running_runtime(tmp_path, fixture_index):

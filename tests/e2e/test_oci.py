@@ -10,7 +10,6 @@ machine (tests/fixtures/roots/x86-nvidia with the fake CUDA driver) — two hard
 import base64
 import hashlib
 import http.server
-import io
 import json
 import os
 import re
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from bundle_tools import tar_of
 from conftest import BIN, BUILD_DIR, REPO, clean_env, run, runtime_dirs
 
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
@@ -519,15 +519,7 @@ class FakeRegistry:
 
 def layer_with(members):
     """A zstd tar layer of (TarInfo, bytes|None)."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-            else:
-                tar.addfile(info)
-    return subprocess.run(["zstd", "-q", "-c"], input=buf.getvalue(), capture_output=True, check=True).stdout
+    return subprocess.run(["zstd", "-q", "-c"], input=tar_of(members), capture_output=True, check=True).stdout
 
 
 def with_layer(artifact, members, listed):

@@ -13,13 +13,12 @@ import os
 import shlex
 import shutil
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from conftest import BIN, clean_env
-from fixture_index import write_spec
+from fixture_index import write_sdist, write_spec
 
 BUILD = BIN.parent.parent
 HIDDEN = ["/usr/lib/python3*", "/usr/bin/python3*", "/usr/lib/x86_64-linux-gnu/libpython3*",
@@ -124,15 +123,15 @@ print("ok", ssl.OPENSSL_VERSION.split()[0], sqlite3.sqlite_version, readline.__f
 
 def _c_extension_sdist(directory: Path) -> Path:
     """iu-portable-cext 1.0: an sdist with a C extension, built by pip in an isolated environment."""
-    src = directory / "iu_portable_cext-1.0"
-    src.mkdir(parents=True)
-    (src / "pyproject.toml").write_text(
-        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
-        '[project]\nname = "iu-portable-cext"\nversion = "1.0"\n')
-    (src / "setup.py").write_text(
-        "from setuptools import setup, Extension\n"
-        "setup(ext_modules=[Extension('iu_cext', ['iu_cext.c'])])\n")
-    (src / "iu_cext.c").write_text(r"""
+    return write_sdist(directory, "iu_portable_cext", "1.0", {
+        "pyproject.toml": '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n\n'
+                          '[project]\nname = "iu-portable-cext"\nversion = "1.0"\n',
+        "setup.py": "from setuptools import setup, Extension\n"
+                    "setup(ext_modules=[Extension('iu_cext', ['iu_cext.c'])])\n",
+        "iu_cext.c": IU_CEXT_C})
+
+
+IU_CEXT_C = r"""
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 static PyObject* add(PyObject* self, PyObject* args) {
@@ -143,13 +142,7 @@ static PyObject* add(PyObject* self, PyObject* args) {
 static PyMethodDef methods[] = {{"add", add, METH_VARARGS, ""}, {NULL, NULL, 0, NULL}};
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "iu_cext", NULL, -1, methods};
 PyMODINIT_FUNC PyInit_iu_cext(void) { return PyModule_Create(&module); }
-""")
-    (src / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: iu-portable-cext\nVersion: 1.0\n")
-    sdist = directory / "iu_portable_cext-1.0.tar.gz"
-    with tarfile.open(sdist, "w:gz") as tar:
-        tar.add(src, arcname=src.name)
-    shutil.rmtree(src)
-    return sdist
+"""
 
 
 def test_runtime_on_the_home_without_python(iu, installed, env, tmp_path, fixture_index):
